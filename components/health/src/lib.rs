@@ -1,0 +1,129 @@
+//! `GET /health` (liveness, touches nothing) and `GET /health/ready`
+//! (PostgreSQL and Redis reachable through Spin's interfaces).
+//!
+//! Readiness must answer within 2 s even when a dependency hangs, so every
+//! probe races a deadline; it never reports driver text, only a verdict.
+
+use futures::future::{Either, select};
+use lvd::health::{Probe, RETRY_AFTER_SECS, Readiness};
+use lvd::problem::{self, Problem};
+use spin_sdk::http::{IntoResponse, Method, Request, StatusCode};
+use spin_sdk::{http_service, pg, redis, variables};
+use std::collections::BTreeMap;
+use std::pin::pin;
+use std::time::Duration;
+
+/// Each probe's budget; both run at once, so the reply comes well within 2 s.
+const PROBE_DEADLINE: Duration = Duration::from_millis(1500);
+
+#[http_service]
+async fn handle(req: Request) -> impl IntoResponse {
+    let path = req.uri().path();
+    if req.method() != Method::GET {
+        return problem_response(&Problem::method_not_allowed());
+    }
+    match path {
+        "/health" => json(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
+        "/health/ready" => ready().await,
+        _ => problem_response(&Problem::not_found()),
+    }
+}
+
+async fn ready() -> Response {
+    let (postgres, (redis, queue_depth)) =
+        futures::join!(within_deadline(probe_postgres()), probe_redis_and_queues());
+    let report = Readiness { postgres: postgres.describe(), redis: redis.describe(), queue_depth };
+    let body = serde_json::to_vec(&report).expect("readiness serializes");
+    let mut resp = json(StatusCode::from_u16(report.status()).unwrap(), body);
+    if !report.is_ready() {
+        resp.headers_mut().insert("retry-after", RETRY_AFTER_SECS.into());
+    }
+    resp
+}
+
+async fn probe_postgres() -> Probe {
+    let Ok(url) = variables::get("database_url").await else { return Probe::Unreachable };
+    let Ok(conn) = pg::Connection::open(url).await else { return Probe::Unreachable };
+    let Ok(rows) = conn.query("SELECT 1", &[]).await else { return Probe::Unreachable };
+    match rows.collect().await {
+        Ok(_) => Probe::Ok,
+        Err(_) => Probe::Unreachable,
+    }
+}
+
+async fn probe_redis_and_queues() -> (Probe, BTreeMap<String, u64>) {
+    let probe = async {
+        let url = variables::get("redis_url").await.map_err(|_| ())?;
+        let conn = redis::Connection::open(url).await.map_err(|_| ())?;
+        let mut depths = BTreeMap::new();
+        for (name, key) in lvd::queues::ALL {
+            let reply = conn
+                .execute("XLEN", vec![redis::RedisParameter::Binary(key.as_bytes().to_vec())])
+                .await
+                .map_err(|_| ())?;
+            let depth = match reply.first() {
+                Some(redis::RedisResult::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            };
+            depths.insert((*name).to_owned(), depth);
+        }
+        Ok::<_, ()>(depths)
+    };
+    match within_deadline(probe).await {
+        Ok(Ok(depths)) => (Probe::Ok, depths),
+        Ok(Err(())) => (Probe::Unreachable, BTreeMap::new()),
+        Err(p) => (p, BTreeMap::new()),
+    }
+}
+
+/// Races `fut` against [`PROBE_DEADLINE`].
+async fn within_deadline<T: ProbeOutcome>(fut: impl Future<Output = T>) -> T::Out {
+    let sleep = pin!(spin_sdk::time::sleep(PROBE_DEADLINE));
+    match select(pin!(fut), sleep).await {
+        Either::Left((out, _)) => out.finish(),
+        Either::Right(_) => T::timed_out(),
+    }
+}
+
+/// Lets one deadline helper serve both a bare probe and a probe with data.
+trait ProbeOutcome {
+    type Out;
+    fn finish(self) -> Self::Out;
+    fn timed_out() -> Self::Out;
+}
+
+impl ProbeOutcome for Probe {
+    type Out = Probe;
+    fn finish(self) -> Probe {
+        self
+    }
+    fn timed_out() -> Probe {
+        Probe::TimedOut
+    }
+}
+
+impl<T> ProbeOutcome for Result<T, ()> {
+    type Out = Result<Result<T, ()>, Probe>;
+    fn finish(self) -> Self::Out {
+        Ok(self)
+    }
+    fn timed_out() -> Self::Out {
+        Err(Probe::TimedOut)
+    }
+}
+
+type Response = http::Response<String>;
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    let body = String::from_utf8(body).expect("serde_json writes UTF-8");
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    resp
+}
+
+fn problem_response(p: &Problem) -> Response {
+    let mut resp = json(StatusCode::from_u16(p.status).unwrap(), p.to_json());
+    resp.headers_mut().insert("content-type", problem::CONTENT_TYPE.parse().unwrap());
+    resp
+}

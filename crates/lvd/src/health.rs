@@ -1,0 +1,65 @@
+//! Readiness: what `/health/ready` reports about the app's dependencies.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Seconds a client should wait before asking again when a dependency is down.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+/// The body of `GET /health/ready`.
+///
+/// Each dependency is `"ok"` or a short, client-safe description of the fault
+/// (never a driver message, which may carry addresses or credentials).
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    pub postgres: String,
+    pub redis: String,
+    /// Pending entries per background queue; empty when Redis is unreachable.
+    pub queue_depth: BTreeMap<String, u64>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.postgres == "ok" && self.redis == "ok"
+    }
+
+    pub fn status(&self) -> u16 {
+        if self.is_ready() { 200 } else { 503 }
+    }
+}
+
+/// Outcome of probing one dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Ok,
+    Unreachable,
+    TimedOut,
+}
+
+impl Probe {
+    pub fn describe(self) -> String {
+        match self {
+            Probe::Ok => "ok",
+            Probe::Unreachable => "unreachable",
+            Probe::TimedOut => "timed out",
+        }
+        .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_both_dependencies_answer() {
+        let mut r = Readiness {
+            postgres: Probe::Ok.describe(),
+            redis: Probe::Ok.describe(),
+            queue_depth: BTreeMap::new(),
+        };
+        assert_eq!(r.status(), 200);
+        r.redis = Probe::TimedOut.describe();
+        assert_eq!(r.status(), 503);
+    }
+}

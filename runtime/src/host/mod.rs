@@ -1,0 +1,10 @@
+//! One module per Spin interface this runtime hosts, like Spin's factors:
+//! each holds its host implementation, its backend client and its allow-list
+//! check. `InstanceState` is the per-request store data that bundles them.
+
+pub mod key_value;
+pub mod pg_types;
+pub mod postgres;
+pub mod redis;
+mod table;
+pub mod variables;

@@ -1,0 +1,187 @@
+//! Outbound `spin:redis/redis@3.0.0`, as Spin hosts it: each `open` makes its
+//! own multiplexed connection (so one guest's MULTI or SELECT never affects
+//! another's), after checking the address against `allowed_outbound_hosts`.
+//! Replies are flattened into a list exactly as Spin flattens them.
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, FromRedisValue, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Accessor, HasData, Resource};
+
+use super::table::Table;
+use crate::allowed_hosts::AllowedHosts;
+use crate::bindings::spin::redis::redis::{self as r, Error, Payload, RedisParameter, RedisResult};
+
+const MAX_CONNECTIONS_PER_INSTANCE: usize = 32;
+const MAX_RESULT_BYTES: usize = 128 << 20;
+/// A Redis that does not answer must become an error, not a hung request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct RedisState {
+    pub allowed: Arc<AllowedHosts>,
+    connections: Table<MultiplexedConnection>,
+}
+
+impl RedisState {
+    pub fn new(allowed: Arc<AllowedHosts>) -> Self {
+        Self { allowed, connections: Table::new(MAX_CONNECTIONS_PER_INSTANCE) }
+    }
+
+    fn conn(&self, rep: u32) -> Result<MultiplexedConnection, Error> {
+        self.connections.get(rep).cloned().ok_or_else(|| Error::Other("unknown connection".into()))
+    }
+}
+
+pub struct RedisData;
+
+impl HasData for RedisData {
+    type Data<'a> = &'a mut RedisState;
+}
+
+fn other(e: redis::RedisError) -> Error {
+    Error::Other(e.to_string())
+}
+
+async fn connect(allowed: &AllowedHosts, address: &str) -> Result<MultiplexedConnection, Error> {
+    if !allowed.allows_url(address, "redis") {
+        return Err(Error::InvalidAddress);
+    }
+    let client = redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT);
+    client.get_multiplexed_async_connection_with_config(&config).await.map_err(other)
+}
+
+struct Flattened(Vec<RedisResult>);
+
+impl FromRedisValue for Flattened {
+    fn from_redis_value(value: &Value) -> redis::RedisResult<Self> {
+        fn append(out: &mut Vec<RedisResult>, v: &Value) -> redis::RedisResult<()> {
+            match v {
+                Value::Nil => out.push(RedisResult::Nil),
+                Value::Int(n) => out.push(RedisResult::Int64(*n)),
+                Value::BulkString(b) => out.push(RedisResult::Binary(b.clone())),
+                Value::SimpleString(s) => out.push(RedisResult::Status(s.clone())),
+                Value::Okay => out.push(RedisResult::Status("OK".into())),
+                Value::Array(a) | Value::Set(a) => a.iter().try_for_each(|v| append(out, v))?,
+                Value::Double(d) => out.push(RedisResult::Binary(d.to_string().into_bytes())),
+                Value::Boolean(b) => out.push(RedisResult::Int64(i64::from(*b))),
+                Value::VerbatimString { text, .. } => out.push(RedisResult::Binary(text.clone().into_bytes())),
+                Value::BigNumber(n) => out.push(RedisResult::Binary(n.to_string().into_bytes())),
+                Value::Push { data, .. } => data.iter().try_for_each(|v| append(out, v))?,
+                Value::ServerError(e) => {
+                    return Err(redis::RedisError::from((redis::ErrorKind::ResponseError, "server error", format!("{e:?}"))));
+                }
+                Value::Map(_) | Value::Attribute { .. } => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::TypeError,
+                        "Could not convert Redis response",
+                        "Redis Map and Attribute types are not supported".to_owned(),
+                    )));
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        append(&mut out, value)?;
+        Ok(Flattened(out))
+    }
+}
+
+impl r::Host for RedisState {
+    fn convert_error(&mut self, err: Error) -> wasmtime::Result<Error> {
+        Ok(err)
+    }
+}
+
+impl r::HostConnection for RedisState {
+    async fn drop(&mut self, connection: Resource<r::Connection>) -> wasmtime::Result<()> {
+        self.connections.remove(connection.rep());
+        Ok(())
+    }
+}
+
+impl r::HostConnectionWithStore for RedisData {
+    async fn open<T>(accessor: &Accessor<T, Self>, address: String) -> Result<Resource<r::Connection>, Error> {
+        let allowed = accessor.with(|mut a| a.get().allowed.clone());
+        let conn = connect(&allowed, &address).await?;
+        accessor.with(|mut a| {
+            a.get().connections.push(conn).map(Resource::new_own).map_err(|()| Error::TooManyConnections)
+        })
+    }
+
+    async fn publish<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, channel: String, payload: Payload) -> Result<(), Error> {
+        let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
+        conn.publish::<_, _, ()>(&channel, &payload).await.map_err(other)
+    }
+
+    async fn get<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String) -> Result<Option<Payload>, Error> {
+        let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
+        conn.get(&key).await.map_err(other)
+    }
+
+    async fn set<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String, value: Payload) -> Result<(), Error> {
+        let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
+        conn.set::<_, _, ()>(&key, &value).await.map_err(other)
+    }
+
+    async fn incr<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String) -> Result<i64, Error> {
+        let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
+        conn.incr(&key, 1).await.map_err(|e| match e.kind() {
+            redis::ErrorKind::TypeError | redis::ErrorKind::ResponseError => Error::TypeError,
+            _ => other(e),
+        })
+    }
+
+    async fn del<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, keys: Vec<String>) -> Result<u32, Error> {
+        let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
+        conn.del(&keys).await.map_err(other)
+    }
+
+    async fn sadd<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String, values: Vec<String>) -> Result<u32, Error> {
+        let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
+        conn.sadd(&key, &values).await.map_err(other)
+    }
+
+    async fn smembers<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String) -> Result<Vec<String>, Error> {
+        let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
+        conn.smembers(&key).await.map_err(other)
+    }
+
+    async fn srem<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String, values: Vec<String>) -> Result<u32, Error> {
+        let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
+        conn.srem(&key, &values).await.map_err(other)
+    }
+
+    async fn execute<T>(
+        accessor: &Accessor<T, Self>,
+        c: Resource<r::Connection>,
+        command: String,
+        arguments: Vec<RedisParameter>,
+    ) -> Result<Vec<RedisResult>, Error> {
+        let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
+        let mut cmd = redis::cmd(&command);
+        for arg in arguments {
+            match arg {
+                RedisParameter::Int64(v) => cmd.arg(v),
+                RedisParameter::Binary(v) => cmd.arg(v),
+            };
+        }
+        let Flattened(results) = cmd.query_async(&mut conn).await.map_err(other)?;
+        let size: usize = results
+            .iter()
+            .map(|r| match r {
+                RedisResult::Binary(b) => b.len(),
+                RedisResult::Status(s) => s.len(),
+                _ => 0,
+            } + std::mem::size_of::<RedisResult>())
+            .sum();
+        if size > MAX_RESULT_BYTES {
+            return Err(Error::Other(format!("result exceeds limit of {MAX_RESULT_BYTES} bytes")));
+        }
+        Ok(results)
+    }
+}

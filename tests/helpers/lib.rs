@@ -1,0 +1,257 @@
+//! Test helpers: start the app under the local runtime with its own freshly
+//! migrated PostgreSQL database and its own Redis server, and talk to it over
+//! HTTP. Nothing is shared between tests, so they run in any order, in parallel.
+//!
+//! The runtime binary and the components must be built first; `script/test`
+//! does that (it is what CI runs).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+mod redis_server;
+pub use redis_server::TestRedis;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn runtime_bin() -> PathBuf {
+    let bin = std::env::var_os("LVD_RUNTIME_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release/lvd-runtime"));
+    assert!(bin.exists(), "{} is missing: run script/test, which builds it and the components", bin.display());
+    bin
+}
+
+/// Base URL of the PostgreSQL server tests create their databases on.
+fn pg_base() -> String {
+    std::env::var("LVD_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A database of its own, created and migrated for one test, dropped after.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("lvd_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = admin().await;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("failed to create test database");
+        let url = format!("{}/{name}?sslmode=disable", pg_base());
+        Self { name, url }
+    }
+
+    pub async fn migrated() -> Self {
+        let db = Self::create().await;
+        lvd_worker::migrate::run(&db.url).await.expect("migrations failed");
+        db
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    /// `host:port` of the server, as `allowed_outbound_hosts` wants it.
+    pub fn host(&self) -> String {
+        let rest = pg_base().split_once('@').map(|(_, r)| r.to_owned()).unwrap_or_default();
+        rest.trim_end_matches('/').to_owned()
+    }
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&format!("{}/postgres?sslmode=disable", pg_base()), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL must be running (script/test starts it)");
+    tokio::spawn(conn);
+    client
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any async context we can rely on: use a thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let _ = admin().await.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// What to start: which manifest, with which environment.
+pub struct AppOptions {
+    pub manifest: PathBuf,
+    /// Extra environment for the runtime (e.g. `SPIN_VARIABLE_*`).
+    pub env: Vec<(String, String)>,
+    /// Variables the helper would set but this test wants unset.
+    pub unset: Vec<String>,
+    pub extra_args: Vec<String>,
+}
+
+impl AppOptions {
+    pub fn product() -> Self {
+        Self { manifest: repo_root().join("spin.toml"), env: vec![], unset: vec![], extra_args: vec![] }
+    }
+
+    pub fn fixtures() -> Self {
+        Self { manifest: repo_root().join("tests/fixtures/spin.toml"), ..Self::product() }
+    }
+}
+
+/// A running app and the services it owns.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub redis: TestRedis,
+    pub runtime: Child,
+    _dir: TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(AppOptions::product()).await
+}
+
+pub async fn spawn_fixtures() -> TestApp {
+    spawn_with(AppOptions::fixtures()).await
+}
+
+pub async fn spawn_with(opts: AppOptions) -> TestApp {
+    let db = TestDb::migrated().await;
+    let redis = TestRedis::start().await;
+    let dir = TempDir::new();
+    let (runtime, address) = start_runtime(&opts, &db, &redis, &dir).await.unwrap_or_else(|e| panic!("{e}"));
+    TestApp { address, client: reqwest::Client::new(), db, redis, runtime, _dir: dir }
+}
+
+/// The environment that points an app at this test's database and Redis.
+pub fn app_env(db: &TestDb, redis: &TestRedis) -> Vec<(String, String)> {
+    vec![
+        ("SPIN_VARIABLE_DATABASE_URL".into(), db.url.clone()),
+        ("SPIN_VARIABLE_DATABASE_HOST".into(), db.host()),
+        ("SPIN_VARIABLE_REDIS_URL".into(), format!("redis://127.0.0.1:{}/1", redis.port)),
+        ("SPIN_VARIABLE_REDIS_HOST".into(), format!("127.0.0.1:{}", redis.port)),
+    ]
+}
+
+/// Starts the runtime and waits for its "Serving http://..." line. On failure
+/// returns what it wrote to stderr.
+pub async fn start_runtime(opts: &AppOptions, db: &TestDb, redis: &TestRedis, dir: &TempDir) -> Result<(Child, String), String> {
+    let rc = dir.path.join("runtime-config.toml");
+    std::fs::write(&rc, format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\n", redis.port))
+        .unwrap();
+    let mut cmd = Command::new(runtime_bin());
+    cmd.arg("up")
+        .arg("--from")
+        .arg(&opts.manifest)
+        .arg("--runtime-config-file")
+        .arg(&rc)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(&opts.extra_args)
+        .envs(app_env(db, redis))
+        .envs(opts.env.iter().cloned())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for k in &opts.unset {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd.spawn().expect("failed to start the runtime");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // Forward stderr so a failing test shows the runtime's log, and keep a copy.
+    let (err_tx, mut err_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            eprintln!("[runtime] {l}");
+            let _ = err_tx.send(l);
+        }
+    });
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = tokio::time::timeout_at(deadline.into(), lines.next_line()).await;
+        match line {
+            Ok(Ok(Some(l))) => {
+                if let Some(addr) = l.strip_prefix("Serving ") {
+                    let addr = addr.trim().to_owned();
+                    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                    return Ok((child, addr));
+                }
+            }
+            _ => {
+                let _ = child.kill().await;
+                let _ = child.wait().await;
+                let mut stderr = Vec::new();
+                while let Ok(l) = err_rx.try_recv() {
+                    stderr.push(l);
+                }
+                return Err(format!("the runtime did not start; it said:\n{}", stderr.join("\n")));
+            }
+        }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request failed")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self.get(path).await;
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("body is not JSON"))
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `within`.
+pub async fn eventually<T, F: Future<Output = Option<T>>>(within: Duration, what: &str, mut check: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A scratch directory removed when dropped.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("lvd-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path }
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
