@@ -184,11 +184,11 @@ watch = ["trigger.txt"]
 #[test]
 fn runtime_wit_matches_the_pinned_spin_sdk() {
     let metadata = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1", "--filter-platform", "wasm32-wasip2"])
         .current_dir(repo_root())
         .output()
         .unwrap();
-    assert!(metadata.status.success(), "cargo metadata failed");
+    assert!(metadata.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&metadata.stderr));
     let metadata: Value = serde_json::from_slice(&metadata.stdout).unwrap();
     let sdk = metadata["packages"]
         .as_array()
