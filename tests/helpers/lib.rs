@@ -12,7 +12,16 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 mod redis_server;
+mod smtp;
+mod worker;
 pub use redis_server::TestRedis;
+pub use smtp::{Mail, TestSmtp};
+pub use worker::TestWorker;
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -115,11 +124,24 @@ pub struct TestApp {
     pub db: TestDb,
     pub redis: TestRedis,
     pub runtime: Child,
+    /// The SMTP server mail goes to, and the worker sending it (product only).
+    pub smtp: Option<TestSmtp>,
+    pub worker: Option<TestWorker>,
     _dir: TempDir,
 }
 
+/// The product with everything it needs: its database and Redis, an SMTP
+/// server and a worker.
 pub async fn spawn_app() -> TestApp {
-    spawn_with(AppOptions::product()).await
+    spawn_app_with(AppOptions::product()).await
+}
+
+pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
+    let mut app = spawn_with(opts).await;
+    let smtp = TestSmtp::start().await;
+    app.worker = Some(TestWorker::start(&app.redis, smtp.smtp_port, &[]).await);
+    app.smtp = Some(smtp);
+    app
 }
 
 pub async fn spawn_fixtures() -> TestApp {
@@ -131,7 +153,8 @@ pub async fn spawn_with(opts: AppOptions) -> TestApp {
     let redis = TestRedis::start().await;
     let dir = TempDir::new();
     let (runtime, address) = start_runtime(&opts, &db, &redis, &dir).await.unwrap_or_else(|e| panic!("{e}"));
-    TestApp { address, client: reqwest::Client::new(), db, redis, runtime, _dir: dir }
+    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    TestApp { address, client, db, redis, runtime, smtp: None, worker: None, _dir: dir }
 }
 
 /// The environment that points an app at this test's database and Redis.
@@ -141,6 +164,8 @@ pub fn app_env(db: &TestDb, redis: &TestRedis) -> Vec<(String, String)> {
         ("SPIN_VARIABLE_DATABASE_HOST".into(), db.host()),
         ("SPIN_VARIABLE_REDIS_URL".into(), format!("redis://127.0.0.1:{}/1", redis.port)),
         ("SPIN_VARIABLE_REDIS_HOST".into(), format!("127.0.0.1:{}", redis.port)),
+        ("SPIN_VARIABLE_JWT_SECRET".into(), format!("test-jwt-{}", redis.port)),
+        ("SPIN_VARIABLE_OTP_KEY".into(), format!("test-otp-{}", redis.port)),
     ]
 }
 
@@ -204,6 +229,25 @@ pub async fn start_runtime(opts: &AppOptions, db: &TestDb, redis: &TestRedis, di
 }
 
 impl TestApp {
+    pub fn smtp(&self) -> &TestSmtp {
+        self.smtp.as_ref().expect("spawn_app starts an SMTP server")
+    }
+
+    /// Runs a command on the app's queue/counter database (Redis db 1).
+    pub async fn redis_cmd(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/1", self.redis.port)).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.expect("request failed")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

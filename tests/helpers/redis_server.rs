@@ -5,14 +5,13 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
+use crate::free_port;
+
 pub struct TestRedis {
     pub port: u16,
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 impl TestRedis {
     pub async fn start() -> Self {

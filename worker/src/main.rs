@@ -1,5 +1,12 @@
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lvd_worker::delivery::{self, Deps, RetryPolicy};
+use lvd_worker::mail::Mailer;
+use lvd_worker::metrics::Metrics;
+use lvd_worker::queue::Queue;
 
 #[derive(Parser)]
 #[command(name = "lvd-worker", about = "Live Validation Dashboard worker")]
@@ -15,6 +22,33 @@ enum Command {
         #[arg(long, env = "LVD_DATABASE_URL")]
         database_url: String,
     },
+    /// Drain the queues until SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long, env = "LVD_REDIS_URL", default_value = "redis://127.0.0.1:6379/1")]
+    redis_url: String,
+    #[arg(long, env = "LVD_SMTP_URL", default_value = "smtp://127.0.0.1:1025")]
+    smtp_url: String,
+    #[arg(long, env = "LVD_SMTP_FROM", default_value = "Live Validation Dashboard <no-reply@lvd.localhost>")]
+    smtp_from: String,
+    /// Where /health and /metrics are served.
+    #[arg(long, env = "LVD_WORKER_LISTEN", default_value = "127.0.0.1:9100")]
+    listen: std::net::SocketAddr,
+    /// Sends in flight at once.
+    #[arg(long, env = "LVD_WORKER_CONCURRENCY", default_value_t = 8)]
+    concurrency: usize,
+    #[arg(long, env = "LVD_WORKER_MAX_ATTEMPTS", default_value_t = 8)]
+    max_attempts: u32,
+    #[arg(long, env = "LVD_WORKER_BACKOFF_BASE_MS", default_value_t = 1000)]
+    backoff_base_ms: u64,
+    #[arg(long, env = "LVD_WORKER_BACKOFF_MAX_MS", default_value_t = 300_000)]
+    backoff_max_ms: u64,
+    /// A job pending this long on another worker is taken over.
+    #[arg(long, env = "LVD_WORKER_RECLAIM_IDLE_MS", default_value_t = 30_000)]
+    reclaim_idle_ms: u64,
 }
 
 #[tokio::main]
@@ -31,7 +65,53 @@ async fn main() -> Result<()> {
             for m in applied {
                 tracing::info!(migration = %m, "applied");
             }
+            Ok(())
         }
+        Command::Run(args) => run(args).await,
     }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let client = redis::Client::open(args.redis_url.as_str()).context("invalid LVD_REDIS_URL")?;
+    let consumer = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    let queue = Queue::open(&client, lvd::queues::EMAIL, &consumer).await?;
+    let metrics = Metrics::new();
+    let deps = Arc::new(Deps {
+        queue,
+        mailer: Mailer::new(&args.smtp_url, &args.smtp_from)?,
+        policy: RetryPolicy {
+            max_attempts: args.max_attempts,
+            base: Duration::from_millis(args.backoff_base_ms),
+            max: Duration::from_millis(args.backoff_max_ms),
+            reclaim_idle: Duration::from_millis(args.reclaim_idle_ms),
+        },
+        metrics: metrics.clone(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
+    println!("Worker serving http://{}", listener.local_addr()?);
+    tokio::spawn(lvd_worker::server::serve(listener, Arc::new(metrics.clone())));
+    tokio::spawn(sample_depth(deps.clone()));
+
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        let _ = tx.send(true);
+    });
+    tracing::info!(consumer, "draining {}", lvd::queues::EMAIL);
+    delivery::run(deps, args.concurrency, rx, Duration::from_secs(30)).await;
     Ok(())
+}
+
+/// Keeps the queue-depth gauge current for /metrics.
+async fn sample_depth(deps: Arc<Deps>) {
+    loop {
+        if let Ok(n) = deps.queue.depth().await {
+            deps.metrics.queue_depth.with_label_values(&["email"]).set(n as i64);
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }

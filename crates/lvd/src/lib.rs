@@ -5,6 +5,11 @@
 //! `wasm32-wasip2` (inside components) and natively (worker, tests). Components
 //! and the worker bring their own database and Redis clients and call in here.
 
+pub mod auth;
+pub mod db;
 pub mod health;
+pub mod input;
+pub mod kv;
+pub mod limits;
 pub mod problem;
 pub mod queues;

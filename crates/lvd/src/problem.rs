@@ -20,6 +20,9 @@ pub struct Problem {
     pub code: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Seconds for a `Retry-After` header; not part of the body.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 /// One offending input field, located by a JSON pointer.
@@ -29,7 +32,33 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    pub fn new(pointer: &str, message: impl Into<String>) -> Self {
+        Self { pointer: pointer.to_owned(), message: message.into() }
+    }
+}
+
 impl Problem {
+    /// 422 `validation_failed` with one entry per offending field.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        Self::new(422, "validation_failed", "The request has invalid fields.").with_errors(errors)
+    }
+
+    /// 415 for a body that is not `application/json`.
+    pub fn unsupported_media_type() -> Self {
+        Self::new(415, "unsupported_media_type", "The request body must be application/json.")
+    }
+
+    /// 413 for a body over the limit.
+    pub fn payload_too_large() -> Self {
+        Self::new(413, "payload_too_large", "The request body exceeds the limit of 1 MiB.")
+    }
+
+    /// 500: opaque to the client; the cause is logged, not sent.
+    pub fn internal() -> Self {
+        Self::new(500, "internal_error", "Something went wrong on our side.")
+    }
+
     /// A problem with the title the contract associates with `status`.
     pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Self {
         Self {
@@ -39,6 +68,7 @@ impl Problem {
             detail: detail.into(),
             code,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -55,6 +85,11 @@ impl Problem {
     /// 405 `method_not_allowed`.
     pub fn method_not_allowed() -> Self {
         Self::new(405, "method_not_allowed", "This path does not accept that method.")
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {

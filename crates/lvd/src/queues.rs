@@ -1,5 +1,55 @@
-//! Names of the Redis streams that carry background work from the components
-//! to the worker. Both sides read these names from here so they cannot drift.
+//! The Redis streams that carry background work from the components to the
+//! worker, and the jobs they carry. Both sides read these definitions from
+//! here so they cannot drift.
+//!
+//! Delivery is at least once: a job stays pending in the stream's consumer
+//! group until a worker acknowledges it, and a worker that dies mid-job leaves
+//! it for another to reclaim.
+
+use serde::{Deserialize, Serialize};
+
+use crate::kv::{Redis, RedisError};
+
+pub const EMAIL: &str = "lvd:queue:email";
+pub const JOBS: &str = "lvd:queue:jobs";
 
 /// Every queue with its Redis key: `(name shown in /health/ready, stream key)`.
-pub const ALL: &[(&str, &str)] = &[("email", "lvd:queue:email"), ("jobs", "lvd:queue:jobs")];
+pub const ALL: &[(&str, &str)] = &[("email", EMAIL), ("jobs", JOBS)];
+
+/// The consumer group every worker joins.
+pub const GROUP: &str = "workers";
+
+/// Dead-letter stream of a queue: where jobs go after too many failures.
+pub fn dead_letter(queue: &str) -> String {
+    format!("{queue}:dead")
+}
+
+/// Sorted set of jobs waiting out a retry backoff, scored by due time (ms).
+pub fn delayed(queue: &str) -> String {
+    format!("{queue}:delayed")
+}
+
+/// An email to send. The code is in the clear only here, in transit to the
+/// worker; the database keeps only its keyed hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EmailJob {
+    VerificationCode { to: String, code: String },
+    PasswordReset { to: String, code: String },
+}
+
+impl EmailJob {
+    pub fn to(&self) -> &str {
+        match self {
+            EmailJob::VerificationCode { to, .. } | EmailJob::PasswordReset { to, .. } => to,
+        }
+    }
+}
+
+/// The stream field that holds a job's JSON.
+pub const FIELD: &str = "job";
+
+pub async fn enqueue_email(redis: &impl Redis, job: &EmailJob) -> Result<(), RedisError> {
+    let json = serde_json::to_string(job).expect("a job serializes");
+    redis.execute("XADD", vec![EMAIL.into(), "*".into(), FIELD.into(), json.into()]).await.map(drop)
+}

@@ -1,0 +1,103 @@
+//! `lvd::db::Db` over `spin:postgres`. The connection opens on first use, so
+//! a request that needs no database never touches it.
+
+use lvd::db::{Db, DbError, Param, Row, Value};
+use spin_sdk::pg::{self, DbValue, ParameterValue};
+
+pub struct SpinDb {
+    url: String,
+    conn: std::cell::OnceCell<pg::Connection>,
+}
+
+impl SpinDb {
+    pub fn new(url: String) -> Self {
+        Self { url, conn: std::cell::OnceCell::new() }
+    }
+
+    async fn conn(&self) -> Result<&pg::Connection, DbError> {
+        if let Some(c) = self.conn.get() {
+            return Ok(c);
+        }
+        let c = pg::Connection::open(&self.url).await.map_err(|e| DbError::Unavailable(format!("{e:?}")))?;
+        Ok(self.conn.get_or_init(|| c))
+    }
+}
+
+fn param(p: &Param) -> ParameterValue {
+    match p {
+        Param::Null => ParameterValue::DbNull,
+        Param::Bool(v) => ParameterValue::Boolean(*v),
+        Param::I32(v) => ParameterValue::Int32(*v),
+        Param::I64(v) => ParameterValue::Int64(*v),
+        Param::F64(v) => ParameterValue::Floating64(*v),
+        Param::Text(v) => ParameterValue::Str(v.clone()),
+        Param::Bytes(v) => ParameterValue::Binary(v.clone()),
+        Param::Uuid(v) => ParameterValue::Uuid(v.to_string()),
+        Param::Json(v) => ParameterValue::Jsonb(serde_json::to_vec(v).expect("JSON serializes")),
+    }
+}
+
+fn value(v: &DbValue) -> Value {
+    match v {
+        DbValue::DbNull => Value::Null,
+        DbValue::Boolean(b) => Value::Bool(*b),
+        DbValue::Int16(n) => Value::I32(i32::from(*n)),
+        DbValue::Int32(n) => Value::I32(*n),
+        DbValue::Int64(n) => Value::I64(*n),
+        DbValue::Floating32(n) => Value::F64(f64::from(*n)),
+        DbValue::Floating64(n) => Value::F64(*n),
+        DbValue::Str(s) => Value::Text(s.clone()),
+        DbValue::Binary(b) => Value::Bytes(b.clone()),
+        DbValue::Uuid(s) => s.parse().map(Value::Uuid).unwrap_or_else(|_| Value::Other(format!("uuid {s}"))),
+        DbValue::Jsonb(b) => serde_json::from_slice(b).map(Value::Json).unwrap_or_else(|_| Value::Other("jsonb".into())),
+        DbValue::Datetime((y, mo, d, h, mi, s, ns)) => chrono::NaiveDate::from_ymd_opt(*y, (*mo).into(), (*d).into())
+            .and_then(|date| date.and_hms_nano_opt((*h).into(), (*mi).into(), (*s).into(), *ns))
+            .map(|dt| Value::Timestamp(dt.and_utc()))
+            .unwrap_or_else(|| Value::Other("datetime".into())),
+        other => Value::Other(format!("{other:?}")),
+    }
+}
+
+fn error(e: pg::PgError) -> DbError {
+    use pg::{PgError as E, QueryError};
+    match e {
+        E::ConnectionFailed(m) => DbError::Unavailable(m),
+        E::QueryFailed(QueryError::DbError(d)) if d.code == "23505" => DbError::UniqueViolation(d.message),
+        // Connection exceptions and shutdowns: the server went away.
+        E::QueryFailed(QueryError::DbError(d)) if d.code.starts_with("08") || d.code.starts_with("57P") => {
+            DbError::Unavailable(d.message)
+        }
+        E::QueryFailed(QueryError::Text(t)) if t.contains("closed") || t.contains("Connection") => DbError::Unavailable(t),
+        other => DbError::Query(format!("{other:?}")),
+    }
+}
+
+impl Db for SpinDb {
+    async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError> {
+        let conn = self.conn().await?;
+        let params: Vec<ParameterValue> = params.iter().map(param).collect();
+        let result = conn.query(sql, params).await.map_err(|e| match e {
+            pg::Error::PgError(e) => error(e),
+            other => DbError::Query(other.to_string()),
+        })?;
+        let mut rows = Vec::new();
+        let mut result = result;
+        while let Some(row) = result.rows().next().await {
+            rows.push(Row(row.iter().map(value).collect()));
+        }
+        result.result().await.map_err(|e| match e {
+            pg::Error::PgError(e) => error(e),
+            other => DbError::Query(other.to_string()),
+        })?;
+        Ok(rows)
+    }
+
+    async fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
+        let conn = self.conn().await?;
+        let params: Vec<ParameterValue> = params.iter().map(param).collect();
+        conn.execute(sql, params).await.map_err(|e| match e {
+            pg::Error::PgError(e) => error(e),
+            other => DbError::Query(other.to_string()),
+        })
+    }
+}

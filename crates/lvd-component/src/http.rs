@@ -1,0 +1,124 @@
+//! The contract's HTTP conventions, once for every component.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use lvd::limits::Decision;
+use lvd::problem::{self, Problem};
+use serde::Serialize;
+use spin_sdk::http::Request;
+use std::net::IpAddr;
+
+pub type Response = http::Response<String>;
+
+/// The contract's body limit.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+pub fn json<T: Serialize>(status: u16, body: &T) -> Response {
+    let mut resp = Response::new(serde_json::to_string(body).expect("a reply serializes"));
+    *resp.status_mut() = http::StatusCode::from_u16(status).expect("a valid status");
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp
+}
+
+pub fn empty(status: u16) -> Response {
+    let mut resp = Response::new(String::new());
+    *resp.status_mut() = http::StatusCode::from_u16(status).expect("a valid status");
+    resp
+}
+
+pub fn problem(p: &Problem) -> Response {
+    let mut resp = json(p.status, p);
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(problem::CONTENT_TYPE));
+    let retry = p.retry_after.or((p.status == 503).then_some(u64::from(lvd::health::RETRY_AFTER_SECS)));
+    if let Some(secs) = retry {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, secs.into());
+    }
+    resp
+}
+
+/// Reads a JSON request body: 415 unless the media type is
+/// `application/json` (parameters such as charset allowed), 413 past 1 MiB.
+pub async fn json_body(req: Request) -> Result<Bytes, Problem> {
+    let is_json = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(Problem::unsupported_media_type());
+    }
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES);
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() || format!("{e:?}").contains("BodySize") => {
+            Err(Problem::payload_too_large())
+        }
+        Err(_) => Err(Problem::new(400, "bad_request", "The request body could not be read.")),
+    }
+}
+
+/// The client's IP: the runtime's peer address, or the first hop of
+/// `X-Forwarded-For` when the peer is one of `trusted_proxies`.
+pub fn client_ip(req: &Request, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+    let peer: IpAddr = req
+        .headers()
+        .get("spin-client-addr")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<std::net::SocketAddr>().ok())?
+        .ip();
+    if trusted_proxies.contains(&peer)
+        && let Some(forwarded) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+    {
+        return Some(forwarded);
+    }
+    Some(peer)
+}
+
+/// Parses a comma-separated list of proxy addresses (a Spin variable).
+pub fn parse_proxies(list: &str) -> Vec<IpAddr> {
+    list.split(',').filter_map(|s| s.trim().parse().ok()).collect()
+}
+
+/// Whether the client reached us over https (for the cookie's `Secure`).
+pub fn is_https(req: &Request) -> bool {
+    req.headers().get("spin-full-url").and_then(|v| v.to_str().ok()).is_some_and(|u| u.starts_with("https://"))
+}
+
+/// The token of an `Authorization: Bearer …` header.
+pub fn bearer(req: &Request) -> Option<String> {
+    let v = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// A cookie's value from the request.
+pub fn cookie(req: &Request, name: &str) -> Option<String> {
+    req.headers().get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|header| {
+        header.split(';').find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        })
+    })
+}
+
+/// Adds `RateLimit-*` headers (and `Retry-After` when refused).
+pub fn with_rate_limit(mut resp: Response, d: &Decision) -> Response {
+    let h = resp.headers_mut();
+    h.insert("ratelimit-limit", d.limit.into());
+    h.insert("ratelimit-remaining", d.remaining.into());
+    h.insert("ratelimit-reset", d.reset_secs.into());
+    if !d.allowed {
+        h.insert(http::header::RETRY_AFTER, d.reset_secs.into());
+    }
+    resp
+}
+
+pub fn rate_limited() -> Problem {
+    Problem::new(429, "rate_limited", "Too many requests; retry after the time in Retry-After.")
+}

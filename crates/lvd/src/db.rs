@@ -1,0 +1,171 @@
+//! The one seam between domain logic and PostgreSQL. Components implement
+//! [`Db`] over `spin_sdk::pg`, the worker over tokio-postgres; every SQL
+//! statement lives in this crate, written once and tested against real
+//! PostgreSQL through both.
+//!
+//! Parameters and values are the few types the app needs. Times are never
+//! passed as parameters (Spin maps them to `timestamp`, not `timestamptz`):
+//! statements compute them with `now()` or take text cast with `::timestamptz`.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// A statement parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Null,
+    Bool(bool),
+    I32(i32),
+    I64(i64),
+    F64(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Uuid(Uuid),
+    Json(serde_json::Value),
+}
+
+impl From<&str> for Param {
+    fn from(v: &str) -> Self {
+        Param::Text(v.to_owned())
+    }
+}
+impl From<String> for Param {
+    fn from(v: String) -> Self {
+        Param::Text(v)
+    }
+}
+impl From<Uuid> for Param {
+    fn from(v: Uuid) -> Self {
+        Param::Uuid(v)
+    }
+}
+impl From<i32> for Param {
+    fn from(v: i32) -> Self {
+        Param::I32(v)
+    }
+}
+impl From<i64> for Param {
+    fn from(v: i64) -> Self {
+        Param::I64(v)
+    }
+}
+impl From<bool> for Param {
+    fn from(v: bool) -> Self {
+        Param::Bool(v)
+    }
+}
+impl From<Vec<u8>> for Param {
+    fn from(v: Vec<u8>) -> Self {
+        Param::Bytes(v)
+    }
+}
+
+/// A value read from a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    I32(i32),
+    I64(i64),
+    F64(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Uuid(Uuid),
+    Json(serde_json::Value),
+    Timestamp(DateTime<Utc>),
+    /// A type the app does not read; named for error messages.
+    Other(String),
+}
+
+/// One result row, columns in statement order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row(pub Vec<Value>);
+
+/// A database fault. The text is for logs, never for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The server could not be reached: the app answers 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint was violated (SQLSTATE 23505).
+    #[error("unique violation: {0}")]
+    UniqueViolation(String),
+    #[error("query failed: {0}")]
+    Query(String),
+    /// A row did not have the shape the statement promised.
+    #[error("unexpected row shape: {0}")]
+    Decode(String),
+}
+
+#[allow(async_fn_in_trait)]
+pub trait Db {
+    async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError>;
+    async fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, DbError>;
+}
+
+impl Row {
+    fn at(&self, i: usize) -> Result<&Value, DbError> {
+        self.0.get(i).ok_or_else(|| DbError::Decode(format!("no column {i}")))
+    }
+
+    fn mismatch(&self, i: usize, want: &str) -> DbError {
+        DbError::Decode(format!("column {i}: expected {want}, found {:?}", self.0.get(i)))
+    }
+
+    pub fn uuid(&self, i: usize) -> Result<Uuid, DbError> {
+        match self.at(i)? {
+            Value::Uuid(v) => Ok(*v),
+            _ => Err(self.mismatch(i, "uuid")),
+        }
+    }
+
+    pub fn text(&self, i: usize) -> Result<String, DbError> {
+        match self.at(i)? {
+            Value::Text(v) => Ok(v.clone()),
+            _ => Err(self.mismatch(i, "text")),
+        }
+    }
+
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>, DbError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            _ => self.text(i).map(Some),
+        }
+    }
+
+    pub fn bool(&self, i: usize) -> Result<bool, DbError> {
+        match self.at(i)? {
+            Value::Bool(v) => Ok(*v),
+            _ => Err(self.mismatch(i, "bool")),
+        }
+    }
+
+    pub fn i64(&self, i: usize) -> Result<i64, DbError> {
+        match self.at(i)? {
+            Value::I64(v) => Ok(*v),
+            Value::I32(v) => Ok(i64::from(*v)),
+            _ => Err(self.mismatch(i, "integer")),
+        }
+    }
+
+    pub fn bytes(&self, i: usize) -> Result<Vec<u8>, DbError> {
+        match self.at(i)? {
+            Value::Bytes(v) => Ok(v.clone()),
+            _ => Err(self.mismatch(i, "bytea")),
+        }
+    }
+
+    pub fn timestamp(&self, i: usize) -> Result<DateTime<Utc>, DbError> {
+        match self.at(i)? {
+            Value::Timestamp(v) => Ok(*v),
+            _ => Err(self.mismatch(i, "timestamptz")),
+        }
+    }
+
+    pub fn opt_timestamp(&self, i: usize) -> Result<Option<DateTime<Utc>>, DbError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            _ => self.timestamp(i).map(Some),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Turning a request body into fields, with the contract's errors: 400
+//! `malformed_json` when it is not JSON, 422 `validation_failed` with a
+//! pointer per offending field when it is JSON of the wrong shape.
+
+use serde_json::{Map, Value};
+
+use crate::problem::{FieldError, Problem};
+
+pub struct Fields {
+    map: Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    /// Parses a JSON object. An empty body counts as `{}`.
+    pub fn parse(body: &[u8]) -> Result<Self, Problem> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self { map: Map::new(), errors: Vec::new() });
+        }
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => Ok(Self { map, errors: Vec::new() }),
+            Ok(_) => Err(Problem::validation(vec![FieldError::new("", "must be a JSON object")])),
+            Err(_) => Err(Problem::new(400, "malformed_json", "The request body is not valid JSON.")),
+        }
+    }
+
+    pub fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(&format!("/{field}"), message));
+    }
+
+    /// A string field that must be present.
+    pub fn required_str(&mut self, name: &str) -> Option<String> {
+        match self.map.get(name) {
+            Some(Value::String(s)) => Some(s.clone()),
+            None | Some(Value::Null) => {
+                self.error(name, "is required");
+                None
+            }
+            Some(_) => {
+                self.error(name, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// A string field that may be absent (or null).
+    pub fn optional_str(&mut self, name: &str) -> Option<String> {
+        match self.map.get(name) {
+            Some(Value::String(s)) => Some(s.clone()),
+            None | Some(Value::Null) => None,
+            Some(_) => {
+                self.error(name, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// Parses a present string with `parse`, recording its error.
+    pub fn parsed<T, E: Into<String>>(&mut self, name: &str, value: Option<String>, parse: impl FnOnce(String) -> Result<T, E>) -> Option<T> {
+        match parse(value?) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(name, e);
+                None
+            }
+        }
+    }
+
+    /// 422 listing every error recorded, or `Ok` when there were none.
+    pub fn finish(self) -> Result<(), Problem> {
+        if self.errors.is_empty() { Ok(()) } else { Err(Problem::validation(self.errors)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_json_is_malformed_and_the_wrong_shape_is_invalid() {
+        assert_eq!(Fields::parse(b"{nope").err().unwrap().code, "malformed_json");
+        let p = Fields::parse(b"[1]").err().unwrap();
+        assert_eq!((p.status, p.code), (422, "validation_failed"));
+    }
+
+    #[test]
+    fn every_offending_field_gets_a_pointer() {
+        let mut f = Fields::parse(br#"{"email": 5}"#).unwrap();
+        assert!(f.required_str("email").is_none());
+        assert!(f.required_str("password").is_none());
+        let p = f.finish().unwrap_err();
+        let pointers: Vec<_> = p.errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/email", "/password"]);
+    }
+}

@@ -1,0 +1,61 @@
+//! The seam between domain logic and Redis (outbound Redis: queues, counters,
+//! rate limits, deny-lists). Components implement [`Redis`] over
+//! `spin_sdk::redis`, the worker and tests over the `redis` crate.
+//!
+//! Replies are flattened exactly as Spin's `execute` flattens them: nested
+//! arrays become one list, so commands used here must return flat replies.
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Nil,
+    Status(String),
+    Int(i64),
+    Bytes(Vec<u8>),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("redis unavailable: {0}")]
+pub struct RedisError(pub String);
+
+/// An argument of a Redis command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Int(i64),
+    Bytes(Vec<u8>),
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Bytes(v.as_bytes().to_vec())
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Bytes(v.into_bytes())
+    }
+}
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<u64> for Arg {
+    fn from(v: u64) -> Self {
+        Arg::Int(v as i64)
+    }
+}
+
+#[allow(async_fn_in_trait)]
+pub trait Redis {
+    async fn execute(&self, command: &str, args: Vec<Arg>) -> Result<Vec<Reply>, RedisError>;
+}
+
+impl Reply {
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            Reply::Int(n) => Some(*n),
+            Reply::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
+}

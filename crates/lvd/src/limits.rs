@@ -1,0 +1,130 @@
+//! Counters that must hold across every runtime instance, so they live in
+//! Redis: request rate limits, the login lockout, the one-code-per-minute
+//! resend rule, and the access-token deny-list. Each is one atomic command
+//! or Lua script, so concurrent instances cannot race past a limit.
+//!
+//! Emails never appear in keys: they are keyed by a SHA-256 of the address.
+
+use sha2::{Digest, Sha256};
+
+use crate::kv::{Arg, Redis, RedisError, Reply};
+
+/// A limit of `max` requests per `window_secs`, per subject.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    pub name: &'static str,
+    pub max: u64,
+    pub window_secs: u64,
+}
+
+/// What a limiter decided, with the figures for the `RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the window resets.
+    pub reset_secs: u64,
+}
+
+/// Fixed window, started by the first request: INCR, set the expiry on the
+/// first hit, report the count and the time left.
+const WINDOW_SCRIPT: &str = r#"
+local c = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {c, ttl}
+"#;
+
+pub async fn hit(redis: &impl Redis, limit: Limit, subject: &str) -> Result<Decision, RedisError> {
+    let key = format!("lvd:rl:{}:{subject}", limit.name);
+    let reply = redis
+        .execute("EVAL", vec![WINDOW_SCRIPT.into(), Arg::Int(1), key.into(), Arg::Int(limit.window_secs as i64)])
+        .await?;
+    let count = reply.first().and_then(Reply::int).unwrap_or(i64::MAX) as u64;
+    let ttl = reply.get(1).and_then(Reply::int).unwrap_or(limit.window_secs as i64).max(1) as u64;
+    Ok(Decision {
+        allowed: count <= limit.max,
+        limit: limit.max,
+        remaining: limit.max.saturating_sub(count),
+        reset_secs: ttl,
+    })
+}
+
+pub fn email_key(email: &str) -> String {
+    let digest = Sha256::digest(email.as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Failed logins counted per email over a sliding window; reaching the
+/// threshold sets a lock that lasts a full window from that failure.
+const FAILURE_SCRIPT: &str = r#"
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('PEXPIRE', KEYS[1], window)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[3]) then redis.call('SET', KEYS[2], '1', 'PX', window) end
+return n
+"#;
+
+pub const LOCKOUT_THRESHOLD: u64 = 10;
+pub const LOCKOUT_WINDOW_SECS: u64 = 15 * 60;
+
+pub async fn record_login_failure(redis: &impl Redis, email: &str, now_ms: i64) -> Result<(), RedisError> {
+    let k = email_key(email);
+    let member = format!("{now_ms}-{}", uuid::Uuid::new_v4().simple());
+    redis
+        .execute(
+            "EVAL",
+            vec![
+                FAILURE_SCRIPT.into(),
+                Arg::Int(2),
+                format!("lvd:login:fail:{k}").into(),
+                format!("lvd:login:lock:{k}").into(),
+                Arg::Int(now_ms),
+                Arg::Int((LOCKOUT_WINDOW_SECS * 1000) as i64),
+                Arg::Int(LOCKOUT_THRESHOLD as i64),
+                member.into(),
+            ],
+        )
+        .await
+        .map(drop)
+}
+
+/// Seconds the account stays locked, or `None`.
+pub async fn login_locked_for(redis: &impl Redis, email: &str) -> Result<Option<u64>, RedisError> {
+    let reply = redis.execute("PTTL", vec![format!("lvd:login:lock:{}", email_key(email)).into()]).await?;
+    Ok(match reply.first().and_then(Reply::int) {
+        Some(ms) if ms > 0 => Some((ms as u64).div_ceil(1000)),
+        _ => None,
+    })
+}
+
+pub async fn clear_login_failures(redis: &impl Redis, email: &str) -> Result<(), RedisError> {
+    redis.execute("DEL", vec![format!("lvd:login:fail:{}", email_key(email)).into()]).await.map(drop)
+}
+
+/// Claims the right to send a code of `purpose` to `email` now; `false` when
+/// one was sent less than `interval_secs` ago.
+pub async fn claim_code_send(redis: &impl Redis, purpose: &str, email: &str, interval_secs: i64) -> Result<bool, RedisError> {
+    let key = format!("lvd:otp:sent:{purpose}:{}", email_key(email));
+    let reply = redis.execute("SET", vec![key.into(), "1".into(), "NX".into(), "EX".into(), Arg::Int(interval_secs)]).await?;
+    Ok(matches!(reply.first(), Some(Reply::Status(s)) if s == "OK"))
+}
+
+/// Puts an access token on the deny-list until it would have expired anyway.
+/// (Outbound Redis rather than the key-value API: Spin's key-value has no
+/// expiry, so denied ids would pile up forever.)
+pub async fn deny_token(redis: &impl Redis, jti: &str, ttl_secs: i64) -> Result<(), RedisError> {
+    if ttl_secs <= 0 {
+        return Ok(());
+    }
+    redis.execute("SET", vec![format!("lvd:denied:{jti}").into(), "1".into(), "EX".into(), Arg::Int(ttl_secs)]).await.map(drop)
+}
+
+pub async fn is_denied(redis: &impl Redis, jti: &str) -> Result<bool, RedisError> {
+    let reply = redis.execute("EXISTS", vec![format!("lvd:denied:{jti}").into()]).await?;
+    Ok(reply.first().and_then(Reply::int) == Some(1))
+}

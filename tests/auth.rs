@@ -1,0 +1,283 @@
+//! Every `/auth` route against real PostgreSQL, Redis, the worker and an SMTP
+//! server the tests read mail back from.
+
+use lvd_tests::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const PASSWORD: &str = "correct horse battery staple";
+const MAIL_WAIT: Duration = Duration::from_secs(20);
+
+fn unique_email() -> String {
+    format!("User-{}@Example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// Registers, reads the code from the mail, verifies; returns the tokens.
+async fn signed_up(app: &TestApp, email: &str) -> Value {
+    let resp = app.post_json("/auth/register", &json!({ "email": email, "password": PASSWORD })).await;
+    assert_eq!(resp.status(), 202);
+    let code = app.smtp().wait_for(&email.to_lowercase(), 1, MAIL_WAIT).await.code();
+    let resp = app.post_json("/auth/verify", &json!({ "email": email, "code": code })).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+async fn me(app: &TestApp, access: &str) -> reqwest::Response {
+    app.client.get(app.url("/auth/me")).bearer_auth(access).send().await.unwrap()
+}
+
+async fn problem(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    (status, resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_whole_journey_from_sign_up_to_logout() {
+    let app = spawn_app().await;
+    let email = unique_email();
+
+    let resp = app.post_json("/auth/register", &json!({ "email": email, "password": PASSWORD })).await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({ "status": "verification_sent" }));
+    let mail = app.smtp().wait_for(&email.to_lowercase(), 1, MAIL_WAIT).await;
+    assert!(!mail.html.is_empty() && mail.html.contains(&mail.code()), "the HTML part carries the code too");
+    let resp = app.post_json("/auth/verify", &json!({ "email": email, "code": mail.code() })).await;
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("lvd_refresh=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/auth"), "{cookie}");
+    let tokens: Value = resp.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 900);
+
+    let (status, body) = (me(&app, tokens["access_token"].as_str().unwrap()).await.status(), me(&app, tokens["access_token"].as_str().unwrap()).await.json::<Value>().await.unwrap());
+    assert_eq!(status, 200);
+    assert_eq!(body["email"], email.to_lowercase());
+    assert!(uuid::Uuid::parse_str(body["id"].as_str().unwrap()).is_ok());
+    assert!(chrono_like(body["created_at"].as_str().unwrap()), "{body}");
+
+    let old = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let resp = app.post_json("/auth/refresh", &json!({ "refresh_token": old })).await;
+    assert_eq!(resp.status(), 200);
+    let rotated: Value = resp.json().await.unwrap();
+    assert_ne!(rotated["refresh_token"], old);
+
+    // Reusing the rotated token fails and kills the whole family.
+    let (status, body) = problem(app.post_json("/auth/refresh", &json!({ "refresh_token": old })).await).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (401, "invalid_token"));
+    let (status, _) = problem(app.post_json("/auth/refresh", &json!({ "refresh_token": rotated["refresh_token"] })).await).await;
+    assert_eq!(status, 401, "the newest token of a reused family must die too");
+
+    let fresh: Value = app.post_json("/auth/login", &json!({ "email": email, "password": PASSWORD })).await.json().await.unwrap();
+    let access = fresh["access_token"].as_str().unwrap();
+    let resp = app
+        .client
+        .post(app.url("/auth/logout"))
+        .bearer_auth(access)
+        .json(&json!({ "refresh_token": fresh["refresh_token"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let (status, body) = problem(me(&app, access).await).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (401, "invalid_token"));
+    let (status, _) = problem(app.post_json("/auth/refresh", &json!({ "refresh_token": fresh["refresh_token"] })).await).await;
+    assert_eq!(status, 401);
+    // Logout is idempotent.
+    assert_eq!(app.post_json("/auth/logout", &json!({ "refresh_token": fresh["refresh_token"] })).await.status(), 204);
+}
+
+fn chrono_like(s: &str) -> bool {
+    s.len() >= 20 && s.ends_with('Z') && s.as_bytes()[10] == b'T'
+}
+
+#[tokio::test]
+async fn the_refresh_cookie_alone_refreshes_and_logs_out() {
+    let app = spawn_app().await;
+    signed_up(&app, &unique_email()).await; // the client keeps the cookie
+
+    let resp = app.client.post(app.url("/auth/refresh")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "refresh from the cookie");
+    assert_eq!(app.client.post(app.url("/auth/logout")).send().await.unwrap().status(), 204);
+    assert_eq!(app.client.post(app.url("/auth/refresh")).send().await.unwrap().status(), 401, "logout cleared the cookie");
+}
+
+#[tokio::test]
+async fn a_password_reset_kills_every_earlier_refresh_token() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let first = signed_up(&app, &email).await;
+    let second: Value = app.post_json("/auth/login", &json!({ "email": email, "password": PASSWORD })).await.json().await.unwrap();
+
+    assert_eq!(app.post_json("/auth/password/forgot", &json!({ "email": email })).await.status(), 202);
+    let mail = app.smtp().wait_for(&email.to_lowercase(), 2, MAIL_WAIT).await;
+    assert!(mail.subject.to_lowercase().contains("reset"), "{}", mail.subject);
+    let new_password = "an entirely new passphrase";
+    let resp = app
+        .post_json("/auth/password/reset", &json!({ "email": email, "code": mail.code(), "new_password": new_password }))
+        .await;
+    assert_eq!(resp.status(), 204);
+
+    for t in [&first, &second] {
+        assert_eq!(app.post_json("/auth/refresh", &json!({ "refresh_token": t["refresh_token"] })).await.status(), 401);
+    }
+    assert_eq!(app.post_json("/auth/login", &json!({ "email": email, "password": PASSWORD })).await.status(), 401);
+    assert_eq!(app.post_json("/auth/login", &json!({ "email": email, "password": new_password })).await.status(), 200);
+}
+
+#[tokio::test]
+async fn register_and_forgot_reply_alike_for_taken_and_unknown_emails() {
+    let app = spawn_app().await;
+    let taken = unique_email();
+    signed_up(&app, &taken).await;
+
+    let a = app.post_json("/auth/register", &json!({ "email": taken, "password": "another password here" })).await;
+    let b = app.post_json("/auth/register", &json!({ "email": unique_email(), "password": PASSWORD })).await;
+    assert_eq!((a.status(), b.status()), (reqwest::StatusCode::ACCEPTED, reqwest::StatusCode::ACCEPTED));
+    assert_eq!(a.json::<Value>().await.unwrap(), b.json::<Value>().await.unwrap());
+    let c = app.post_json("/auth/password/forgot", &json!({ "email": unique_email() })).await;
+    assert_eq!(c.status(), 202);
+    // The verified account's password did not change.
+    assert_eq!(app.post_json("/auth/login", &json!({ "email": taken, "password": PASSWORD })).await.status(), 200);
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_contracts_errors() {
+    let app = spawn_app().await;
+
+    for (password, why) in [("short pass", "11 characters"), (&"p".repeat(129), "129 characters")] {
+        let (status, body) = problem(app.post_json("/auth/register", &json!({ "email": unique_email(), "password": password })).await).await;
+        assert_eq!((status, body["code"].as_str().unwrap()), (422, "validation_failed"), "{why}");
+        assert_eq!(body["errors"][0]["pointer"], "/password", "{why}");
+    }
+    // Twelve characters, 24 bytes: length counts characters.
+    assert_eq!(app.post_json("/auth/register", &json!({ "email": unique_email(), "password": "é".repeat(12) })).await.status(), 202);
+
+    let resp = app.client.post(app.url("/auth/login")).header("content-type", "application/json").body("{\"email\":").send().await.unwrap();
+    let (status, body) = problem(resp).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (400, "malformed_json"));
+
+    let resp = app.client.post(app.url("/auth/login")).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let (status, body) = problem(resp).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (415, "unsupported_media_type"));
+
+    let (status, body) = problem(app.post_json("/auth/login", &json!({ "email": "not-an-email" })).await).await;
+    assert_eq!(status, 422);
+    let pointers: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["pointer"].as_str().unwrap()).collect();
+    assert_eq!(pointers, ["/email", "/password"]);
+
+    let (status, body) = problem(app.post_json("/auth/verify", &json!({ "email": unique_email(), "code": "12ab56" })).await).await;
+    assert_eq!((status, body["errors"][0]["pointer"].as_str().unwrap()), (422, "/code"));
+    let body = body.to_string();
+    assert!(!body.contains("SELECT") && !body.contains("argon2"), "an error leaked internals: {body}");
+}
+
+#[tokio::test]
+async fn wrong_expired_and_exhausted_codes_are_refused() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    app.post_json("/auth/register", &json!({ "email": email, "password": PASSWORD })).await;
+    let code = app.smtp().wait_for(&email.to_lowercase(), 1, MAIL_WAIT).await.code();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+
+    for _ in 0..5 {
+        let (status, body) = problem(app.post_json("/auth/verify", &json!({ "email": email, "code": wrong })).await).await;
+        assert_eq!((status, body["code"].as_str().unwrap()), (400, "invalid_code"));
+    }
+    let (status, body) = problem(app.post_json("/auth/verify", &json!({ "email": email, "code": code })).await).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (429, "too_many_attempts"), "the sixth try fails even with the right code");
+
+    // A new code (after the resend interval) — then let it expire.
+    let db = app.db.client().await;
+    app.redis_cmd(&["EVAL", "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 1", "0", "lvd:otp:sent:*"]).await;
+    assert_eq!(app.post_json("/auth/otp/resend", &json!({ "email": email })).await.status(), 202);
+    let code = app.smtp().wait_for(&email.to_lowercase(), 2, MAIL_WAIT).await.code();
+    db.execute("UPDATE one_time_codes SET expires_at = now() - interval '1 second' WHERE consumed_at IS NULL", &[]).await.unwrap();
+    let (status, body) = problem(app.post_json("/auth/verify", &json!({ "email": email, "code": code })).await).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (400, "code_expired"));
+}
+
+#[tokio::test]
+async fn a_code_is_single_use_and_resends_are_throttled() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    app.post_json("/auth/register", &json!({ "email": email, "password": PASSWORD })).await;
+    let code = app.smtp().wait_for(&email.to_lowercase(), 1, MAIL_WAIT).await.code();
+
+    assert_eq!(app.post_json("/auth/otp/resend", &json!({ "email": email })).await.status(), 202);
+    let db = app.db.client().await;
+    let codes: i64 = db.query_one("SELECT count(*) FROM one_time_codes", &[]).await.unwrap().get(0);
+    assert_eq!(codes, 1, "a resend within 60 s makes no new code");
+
+    assert_eq!(app.post_json("/auth/verify", &json!({ "email": email, "code": code })).await.status(), 200);
+    let (status, body) = problem(app.post_json("/auth/verify", &json!({ "email": email, "code": code })).await).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (400, "invalid_code"));
+    let stored: Vec<u8> = db.query_one("SELECT code_hash FROM one_time_codes", &[]).await.unwrap().get(0);
+    assert_ne!(stored, code.as_bytes(), "the code is stored only as a keyed hash");
+    assert_eq!(stored.len(), 32);
+}
+
+#[tokio::test]
+async fn login_fails_alike_for_unknown_email_and_wrong_password_and_waits_for_verification() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    app.post_json("/auth/register", &json!({ "email": email, "password": PASSWORD })).await;
+
+    let (status, body) = problem(app.post_json("/auth/login", &json!({ "email": email, "password": PASSWORD })).await).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (403, "email_not_verified"));
+    let (s1, wrong) = problem(app.post_json("/auth/login", &json!({ "email": email, "password": "not the password" })).await).await;
+    let (s2, unknown) = problem(app.post_json("/auth/login", &json!({ "email": unique_email(), "password": PASSWORD })).await).await;
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(wrong, unknown, "the two failures must be indistinguishable");
+    assert_eq!(wrong["code"], "invalid_credentials");
+}
+
+#[tokio::test]
+async fn ten_failed_logins_lock_the_account_even_for_the_right_password() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    signed_up(&app, &email).await;
+
+    for i in 1..=10 {
+        let resp = app.post_json("/auth/login", &json!({ "email": email, "password": "not the password" })).await;
+        assert_eq!(resp.status(), 401, "failure {i}");
+    }
+    let resp = app.post_json("/auth/login", &json!({ "email": email, "password": PASSWORD })).await;
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let (status, body) = problem(resp).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (429, "account_locked"));
+    assert!((890..=900).contains(&retry), "locked for {retry} s, expected 15 minutes from the 10th failure");
+}
+
+#[tokio::test]
+async fn the_per_ip_limit_holds_across_two_runtime_instances() {
+    let mut opts = AppOptions::product();
+    opts.env.push(("SPIN_VARIABLE_RATE_LIMIT_AUTH_PER_IP".into(), "5".into()));
+    let app = spawn_with(opts).await;
+    let mut opts = AppOptions::product();
+    opts.env.push(("SPIN_VARIABLE_RATE_LIMIT_AUTH_PER_IP".into(), "5".into()));
+    let dir = TempDir::new();
+    let (_second, second) = start_runtime(&opts, &app.db, &app.redis, &dir).await.unwrap();
+    let client = reqwest::Client::new();
+    let body = json!({ "email": unique_email() });
+
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for i in 0..6 {
+        let base = if i % 2 == 0 { &app.address } else { &second };
+        let resp = client.post(format!("{base}/auth/password/forgot")).json(&body).send().await.unwrap();
+        statuses.push(resp.status().as_u16());
+        last = Some(resp);
+    }
+
+    assert_eq!(statuses, [202, 202, 202, 202, 202, 429]);
+    let resp = last.unwrap();
+    let h = resp.headers();
+    assert_eq!(h["ratelimit-limit"], "5");
+    assert_eq!(h["ratelimit-remaining"], "0");
+    let reset: u64 = h["ratelimit-reset"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&reset));
+    assert_eq!(h["retry-after"].to_str().unwrap(), reset.to_string());
+    let (_, body) = problem(resp).await;
+    assert_eq!(body["code"], "rate_limited");
+}

@@ -1,0 +1,56 @@
+//! The native worker as a child process, pointed at a test's Redis and SMTP.
+
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::{TestRedis, repo_root};
+
+pub struct TestWorker {
+    pub child: Child,
+    pub address: String,
+}
+
+pub fn worker_bin() -> std::path::PathBuf {
+    let bin = repo_root().join("target/release/lvd-worker");
+    assert!(bin.exists(), "{} is missing: run script/test", bin.display());
+    bin
+}
+
+impl TestWorker {
+    /// Starts a worker with fast retries (100 ms base, 1 s cap) and a 2 s
+    /// reclaim time, so fault tests finish quickly. `env` overrides.
+    pub async fn start(redis: &TestRedis, smtp_port: u16, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(worker_bin())
+            .arg("run")
+            .env("LVD_REDIS_URL", format!("redis://127.0.0.1:{}/1", redis.port))
+            .env("LVD_SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
+            .env("LVD_WORKER_LISTEN", "127.0.0.1:0")
+            .env("LVD_WORKER_BACKOFF_BASE_MS", "100")
+            .env("LVD_WORKER_BACKOFF_MAX_MS", "1000")
+            .env("LVD_WORKER_RECLAIM_IDLE_MS", "2000")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("failed to start the worker");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let address = loop {
+            match lines.next_line().await {
+                Ok(Some(l)) => {
+                    if let Some(a) = l.strip_prefix("Worker serving ") {
+                        break a.trim().to_owned();
+                    }
+                }
+                _ => panic!("the worker did not start"),
+            }
+        };
+        Self { child, address }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
+    }
+}

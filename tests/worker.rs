@@ -1,0 +1,125 @@
+//! The email worker under faults: killed mid-send, SMTP down, poison jobs.
+
+use lvd_tests::*;
+use serde_json::json;
+use std::time::Duration;
+
+/// Queues `n` verification emails straight onto the stream, as the auth
+/// component does.
+async fn queue_mails(app: &TestApp, n: usize) -> Vec<String> {
+    let mut to = Vec::new();
+    for i in 0..n {
+        let address = format!("queued-{i}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let job = json!({ "kind": "verification_code", "to": address, "code": format!("{:06}", i) }).to_string();
+        app.redis_cmd(&["XADD", "lvd:queue:email", "*", "job", &job]).await;
+        to.push(address);
+    }
+    to
+}
+
+async fn stream_len(app: &TestApp, key: &str) -> i64 {
+    match app.redis_cmd(&["XLEN", key]).await {
+        redis::Value::Int(n) => n,
+        other => panic!("XLEN gave {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn jobs_taken_by_a_worker_killed_mid_send_are_delivered_by_another() {
+    let app = spawn_with(AppOptions::product()).await;
+    let smtp = TestSmtp::start().await;
+    // An SMTP server that accepts connections and never answers: the first
+    // worker takes jobs and hangs in the middle of sending them.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_port = black_hole.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = black_hole.accept().await {
+            held.push(s);
+        }
+    });
+    let to = queue_mails(&app, 12).await;
+    let mut first = TestWorker::start(&app.redis, hole_port, &[("LVD_WORKER_CONCURRENCY", "4")]).await;
+    eventually(Duration::from_secs(10), "the first worker to take jobs", || async {
+        match app.redis_cmd(&["XPENDING", "lvd:queue:email", "workers"]).await {
+            redis::Value::Array(v) if matches!(v.first(), Some(redis::Value::Int(n)) if *n > 0) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+
+    first.kill().await;
+    let _second = TestWorker::start(&app.redis, smtp.smtp_port, &[]).await;
+
+    for address in &to {
+        smtp.wait_for(address, 1, Duration::from_secs(30)).await;
+    }
+    eventually(Duration::from_secs(10), "the queue to drain", || async { (stream_len(&app, "lvd:queue:email").await == 0).then_some(()) }).await;
+    let all = smtp.all().await;
+    assert_eq!(all.len(), to.len(), "every job delivered exactly once");
+}
+
+#[tokio::test]
+async fn mail_is_retried_while_smtp_is_down_and_delivered_when_it_returns() {
+    let app = spawn_with(AppOptions::product()).await;
+    let mut smtp = TestSmtp::start().await;
+    smtp.stop().await;
+    let worker = TestWorker::start(&app.redis, smtp.smtp_port, &[]).await;
+    let to = queue_mails(&app, 3).await;
+
+    eventually(Duration::from_secs(10), "a failed send to be retried", || async {
+        let metrics = reqwest::get(format!("{}/metrics", worker.address)).await.ok()?.text().await.ok()?;
+        metrics.lines().any(|l| l.starts_with("lvd_worker_jobs_total") && l.contains("outcome=\"retried\"")).then_some(())
+    })
+    .await;
+    smtp.restart().await;
+
+    for address in &to {
+        smtp.wait_for(address, 1, Duration::from_secs(30)).await;
+    }
+    assert_eq!(stream_len(&app, "lvd:queue:email:dead").await, 0);
+}
+
+#[tokio::test]
+async fn a_job_that_can_never_succeed_is_parked_in_the_dead_letter_queue() {
+    let app = spawn_with(AppOptions::product()).await;
+    let smtp = TestSmtp::start().await;
+    app.redis_cmd(&["XADD", "lvd:queue:email", "*", "job", "{not json"]).await;
+    let good = queue_mails(&app, 1).await;
+
+    let _worker = TestWorker::start(&app.redis, smtp.smtp_port, &[]).await;
+
+    smtp.wait_for(&good[0], 1, Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(10), "the poison job to be parked", || async {
+        (stream_len(&app, "lvd:queue:email:dead").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(stream_len(&app, "lvd:queue:email").await, 0);
+}
+
+#[tokio::test]
+async fn a_job_failing_max_attempts_times_is_dead_lettered() {
+    let app = spawn_with(AppOptions::product()).await;
+    let mut smtp = TestSmtp::start().await;
+    smtp.stop().await;
+    queue_mails(&app, 1).await;
+
+    let _worker = TestWorker::start(&app.redis, smtp.smtp_port, &[("LVD_WORKER_MAX_ATTEMPTS", "3")]).await;
+
+    eventually(Duration::from_secs(20), "the job to be parked after 3 attempts", || async {
+        (stream_len(&app, "lvd:queue:email:dead").await == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_worker_serves_health_and_metrics() {
+    let app = spawn_with(AppOptions::product()).await;
+    let smtp = TestSmtp::start().await;
+    let worker = TestWorker::start(&app.redis, smtp.smtp_port, &[]).await;
+
+    let health: serde_json::Value = reqwest::get(format!("{}/health", worker.address)).await.unwrap().json().await.unwrap();
+    assert_eq!(health, json!({ "status": "ok" }));
+    let metrics = reqwest::get(format!("{}/metrics", worker.address)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("lvd_worker_send_seconds"), "{metrics}");
+}

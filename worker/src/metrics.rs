@@ -1,0 +1,41 @@
+//! The worker's Prometheus metrics.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Jobs settled, by queue and outcome (sent, retried, dead_lettered).
+    pub jobs: IntCounterVec,
+    /// Entries waiting per queue, sampled.
+    pub queue_depth: IntGaugeVec,
+    pub send_seconds: prometheus::Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let jobs = IntCounterVec::new(Opts::new("lvd_worker_jobs_total", "Jobs settled, by queue and outcome"), &["queue", "outcome"])
+            .expect("valid metric");
+        let queue_depth =
+            IntGaugeVec::new(Opts::new("lvd_worker_queue_depth", "Entries waiting per queue"), &["queue"]).expect("valid metric");
+        let send = Histogram::with_opts(HistogramOpts::new("lvd_worker_send_seconds", "Time to hand one email to SMTP"))
+            .expect("valid metric");
+        registry.register(Box::new(jobs.clone())).expect("unique metric");
+        registry.register(Box::new(queue_depth.clone())).expect("unique metric");
+        registry.register(Box::new(send.clone())).expect("unique metric");
+        Self { registry, jobs, queue_depth, send_seconds: send }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("Prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
