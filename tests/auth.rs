@@ -50,8 +50,9 @@ async fn the_whole_journey_from_sign_up_to_logout() {
     assert_eq!(tokens["token_type"], "Bearer");
     assert_eq!(tokens["expires_in"], 900);
 
-    let (status, body) = (me(&app, tokens["access_token"].as_str().unwrap()).await.status(), me(&app, tokens["access_token"].as_str().unwrap()).await.json::<Value>().await.unwrap());
-    assert_eq!(status, 200);
+    let resp = me(&app, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
     assert_eq!(body["email"], email.to_lowercase());
     assert!(uuid::Uuid::parse_str(body["id"].as_str().unwrap()).is_ok());
     assert!(chrono_like(body["created_at"].as_str().unwrap()), "{body}");
@@ -280,4 +281,46 @@ async fn the_per_ip_limit_holds_across_two_runtime_instances() {
     assert_eq!(h["retry-after"].to_str().unwrap(), reset.to_string());
     let (_, body) = problem(resp).await;
     assert_eq!(body["code"], "rate_limited");
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let mut opts = AppOptions::product();
+    opts.env.push(("SPIN_VARIABLE_RATE_LIMIT_AUTH_PER_IP".into(), "2".into()));
+    opts.env.push(("SPIN_VARIABLE_TRUSTED_PROXIES".into(), "127.0.0.1".into()));
+    let app = spawn_with(opts).await;
+    let forgot = |ip: &'static str| {
+        app.client
+            .post(app.url("/auth/password/forgot"))
+            .header("x-forwarded-for", format!("{ip}, 10.9.9.9"))
+            .json(&json!({ "email": "nobody@example.com" }))
+            .send()
+    };
+
+    let a: Vec<u16> = [forgot("203.0.113.7").await, forgot("203.0.113.7").await, forgot("203.0.113.7").await]
+        .iter()
+        .map(|r| r.as_ref().unwrap().status().as_u16())
+        .collect();
+    let b = forgot("198.51.100.1").await.unwrap().status();
+
+    assert_eq!(a, [202, 202, 429], "one client behind the proxy is limited");
+    assert_eq!(b, 202, "another client behind the same proxy has its own budget");
+
+    // Without a trusted proxy the header is ignored: every request counts for the peer.
+    let mut opts = AppOptions::product();
+    opts.env.push(("SPIN_VARIABLE_RATE_LIMIT_AUTH_PER_IP".into(), "2".into()));
+    let direct = spawn_with(opts).await;
+    let mut statuses = Vec::new();
+    for ip in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        let resp = direct
+            .client
+            .post(direct.url("/auth/password/forgot"))
+            .header("x-forwarded-for", ip)
+            .json(&json!({ "email": "nobody@example.com" }))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [202, 202, 429], "a spoofed X-Forwarded-For must not buy a fresh budget");
 }

@@ -123,3 +123,24 @@ async fn the_worker_serves_health_and_metrics() {
     let metrics = reqwest::get(format!("{}/metrics", worker.address)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("lvd_worker_send_seconds"), "{metrics}");
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_worker_cleanly_and_loses_nothing() {
+    let app = spawn_with(AppOptions::product()).await;
+    let smtp = TestSmtp::start().await;
+    let to = queue_mails(&app, 20).await;
+    let mut first = TestWorker::start(&app.redis, smtp.smtp_port, &[]).await;
+    smtp.wait_for(&to[0], 1, Duration::from_secs(20)).await;
+
+    let pid = nix::unistd::Pid::from_raw(first.child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(35), first.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "worker exited with {status}");
+    let _second = TestWorker::start(&app.redis, smtp.smtp_port, &[]).await;
+
+    for address in &to {
+        smtp.wait_for(address, 1, Duration::from_secs(30)).await;
+    }
+    eventually(Duration::from_secs(10), "the queue to drain", || async { (stream_len(&app, "lvd:queue:email").await == 0).then_some(()) }).await;
+    assert_eq!(smtp.all().await.len(), to.len(), "every job delivered exactly once");
+}

@@ -39,7 +39,9 @@ impl TestWorker {
             match lines.next_line().await {
                 Ok(Some(l)) => {
                     if let Some(a) = l.strip_prefix("Worker serving ") {
-                        break a.trim().to_owned();
+                        let address = a.trim().to_owned();
+                        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                        break address;
                     }
                 }
                 _ => panic!("the worker did not start"),

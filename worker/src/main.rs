@@ -55,6 +55,7 @@ struct RunArgs {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Command::Migrate { database_url } => {

@@ -72,32 +72,30 @@ fn error(e: pg::PgError) -> DbError {
     }
 }
 
+fn sdk_error(e: pg::Error) -> DbError {
+    match e {
+        pg::Error::PgError(e) => error(e),
+        other => DbError::Query(other.to_string()),
+    }
+}
+
 impl Db for SpinDb {
     async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError> {
         let conn = self.conn().await?;
         let params: Vec<ParameterValue> = params.iter().map(param).collect();
-        let result = conn.query(sql, params).await.map_err(|e| match e {
-            pg::Error::PgError(e) => error(e),
-            other => DbError::Query(other.to_string()),
-        })?;
+        let result = conn.query(sql, params).await.map_err(sdk_error)?;
         let mut rows = Vec::new();
         let mut result = result;
         while let Some(row) = result.rows().next().await {
             rows.push(Row(row.iter().map(value).collect()));
         }
-        result.result().await.map_err(|e| match e {
-            pg::Error::PgError(e) => error(e),
-            other => DbError::Query(other.to_string()),
-        })?;
+        result.result().await.map_err(sdk_error)?;
         Ok(rows)
     }
 
     async fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
         let conn = self.conn().await?;
         let params: Vec<ParameterValue> = params.iter().map(param).collect();
-        conn.execute(sql, params).await.map_err(|e| match e {
-            pg::Error::PgError(e) => error(e),
-            other => DbError::Query(other.to_string()),
-        })
+        conn.execute(sql, params).await.map_err(sdk_error)
     }
 }

@@ -57,26 +57,22 @@ impl Code {
         &self.0
     }
 
-    /// HMAC-SHA256 over purpose, email and code.
-    pub fn keyed_hash(&self, key: &[u8], purpose: Purpose, email: &str) -> Vec<u8> {
+    /// HMAC-SHA256 keyed with `key` over purpose, email and code.
+    fn mac(&self, key: &[u8], purpose: Purpose, email: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(purpose.as_str().as_bytes());
-        mac.update(b"\0");
-        mac.update(email.as_bytes());
-        mac.update(b"\0");
-        mac.update(self.0.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+        for part in [purpose.as_str().as_bytes(), b"\0", email.as_bytes(), b"\0", self.0.as_bytes()] {
+            mac.update(part);
+        }
+        mac
+    }
+
+    pub fn keyed_hash(&self, key: &[u8], purpose: Purpose, email: &str) -> Vec<u8> {
+        self.mac(key, purpose, email).finalize().into_bytes().to_vec()
     }
 
     /// Constant-time comparison with a stored hash.
     pub fn matches(&self, key: &[u8], purpose: Purpose, email: &str, stored: &[u8]) -> bool {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(purpose.as_str().as_bytes());
-        mac.update(b"\0");
-        mac.update(email.as_bytes());
-        mac.update(b"\0");
-        mac.update(self.0.as_bytes());
-        mac.verify_slice(stored).is_ok()
+        self.mac(key, purpose, email).verify_slice(stored).is_ok()
     }
 }
 
