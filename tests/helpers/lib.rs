@@ -244,6 +244,25 @@ impl TestApp {
         cmd.query_async(&mut conn).await.unwrap()
     }
 
+    /// A verified user made straight in the database (no mail round trip),
+    /// signed in through the API. Returns the access token.
+    pub async fn signed_in(&self, email: &str) -> String {
+        let password = "correct horse battery staple";
+        let hash = lvd::auth::password::hash(&lvd::auth::password::Password::parse(password.into()).unwrap());
+        self.db
+            .client()
+            .await
+            .execute(
+                "INSERT INTO users (id, email, password_hash, is_active) VALUES ($1, $2, $3, true)",
+                &[&uuid::Uuid::new_v4(), &email, &hash],
+            )
+            .await
+            .unwrap();
+        let resp = self.post_json("/auth/login", &serde_json::json!({ "email": email, "password": password })).await;
+        assert_eq!(resp.status(), 200, "sign-in failed");
+        resp.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    }
+
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client.post(self.url(path)).json(body).send().await.expect("request failed")
     }

@@ -3,6 +3,7 @@
 //! the HTTP plumbing of the contract (problem replies, JSON bodies, limits,
 //! client address, rate-limit headers). Holds no domain logic.
 
+pub mod api;
 pub mod db;
 pub mod http;
 pub mod redis;

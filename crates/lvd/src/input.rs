@@ -55,8 +55,20 @@ impl Fields {
         }
     }
 
-    /// Parses a present string with `parse`, recording its error.
-    pub fn parsed<T, E: Into<String>>(&mut self, name: &str, value: Option<String>, parse: impl FnOnce(String) -> Result<T, E>) -> Option<T> {
+    /// An integer field that may be absent (or null).
+    pub fn optional_int(&mut self, name: &str) -> Option<Option<i64>> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Number(n)) if n.as_i64().is_some() => Some(n.as_i64()),
+            Some(_) => {
+                self.error(name, "must be an integer");
+                None
+            }
+        }
+    }
+
+    /// Parses a present value with `parse`, recording its error.
+    pub fn parsed<V, T, E: Into<String>>(&mut self, name: &str, value: Option<V>, parse: impl FnOnce(V) -> Result<T, E>) -> Option<T> {
         match parse(value?) {
             Ok(v) => Some(v),
             Err(e) => {

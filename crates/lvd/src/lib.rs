@@ -5,6 +5,7 @@
 //! `wasm32-wasip2` (inside components) and natively (worker, tests). Components
 //! and the worker bring their own database and Redis clients and call in here.
 
+pub mod apps;
 pub mod auth;
 pub mod db;
 pub mod health;

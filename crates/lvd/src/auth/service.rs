@@ -200,11 +200,7 @@ impl<D: Db, R: Redis> Auth<'_, D, R> {
 
     /// The claims of a valid, unrevoked access token.
     pub async fn authenticate(&self, bearer: &str) -> Result<tokens::Claims, AuthError> {
-        let claims = tokens::verify_access(&self.keys.jwt_secret, bearer).ok_or(AuthError::InvalidToken)?;
-        if limits::is_denied(self.redis, &claims.jti.to_string()).await? {
-            return Err(AuthError::InvalidToken);
-        }
-        Ok(claims)
+        authenticate(self.redis, &self.keys.jwt_secret, bearer).await
     }
 
     pub async fn me(&self, claims: &tokens::Claims) -> Result<Me, AuthError> {
@@ -222,4 +218,14 @@ impl<D: Db, R: Redis> Auth<'_, D, R> {
             expires_in: tokens::ACCESS_TTL_SECS,
         })
     }
+}
+
+/// The claims of a valid, unrevoked access token: signature, expiry, then the
+/// deny-list that logout writes to.
+pub async fn authenticate(redis: &impl Redis, jwt_secret: &[u8], bearer: &str) -> Result<tokens::Claims, AuthError> {
+    let claims = tokens::verify_access(jwt_secret, bearer).ok_or(AuthError::InvalidToken)?;
+    if limits::is_denied(redis, &claims.jti.to_string()).await? {
+        return Err(AuthError::InvalidToken);
+    }
+    Ok(claims)
 }
