@@ -8,32 +8,25 @@ use lvd::input::Fields;
 use lvd::limits::Limit;
 use lvd::problem::Problem;
 use lvd_component::api::{self, Gate};
-use lvd_component::db::SpinDb;
+use lvd_component::config::{self, Common};
 use lvd_component::http::{self as h, Response};
-use lvd_component::redis::SpinRedis;
 use serde_json::{Value, json};
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::{http_service, variables};
 use uuid::Uuid;
 
 struct Ctx {
-    db: SpinDb,
-    redis: SpinRedis,
-    jwt_secret: Vec<u8>,
+    common: Common,
     per_ip: u64,
     per_user: u64,
-    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Ctx {
     async fn load() -> Result<Self, variables::Error> {
         Ok(Self {
-            db: SpinDb::new(variables::get("database_url").await?),
-            redis: SpinRedis::new(variables::get("redis_url").await?),
-            jwt_secret: variables::get("jwt_secret").await?.into_bytes(),
-            per_ip: variables::get("rate_limit_api_per_ip").await?.parse().unwrap_or(1000),
-            per_user: variables::get("rate_limit_api_per_user").await?.parse().unwrap_or(200),
-            trusted_proxies: h::parse_proxies(&variables::get("trusted_proxies").await?),
+            common: Common::load().await?,
+            per_ip: config::number("rate_limit_api_per_ip", 1000).await?,
+            per_user: config::number("rate_limit_api_per_user", 200).await?,
         })
     }
 }
@@ -48,11 +41,11 @@ async fn handle(req: Request) -> impl IntoResponse {
         }
     };
     let gate = Gate {
-        redis: &ctx.redis,
-        jwt_secret: &ctx.jwt_secret,
+        redis: &ctx.common.redis,
+        jwt_secret: &ctx.common.jwt_secret,
         per_ip: Limit { name: "api_ip", max: ctx.per_ip, window_secs: 60 },
         per_user: Limit { name: "api_user", max: ctx.per_user, window_secs: 60 },
-        trusted_proxies: &ctx.trusted_proxies,
+        trusted_proxies: &ctx.common.trusted_proxies,
     };
     let (claims, decision) = match api::admit(&gate, &req).await {
         Ok(admitted) => admitted,
@@ -102,7 +95,7 @@ async fn create(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Proble
     };
     f.finish()?;
     let (key, hash) = apps::new_ingest_key();
-    let app = store::create(&ctx.db, owner, &name.unwrap(), retention.unwrap(), hash).await.map_err(db_problem)?;
+    let app = store::create(&ctx.common.db, owner, &name.unwrap(), retention.unwrap(), hash).await.map_err(db_problem)?;
     let mut body = view(&app);
     body["ingest_key"] = json!(key);
     let mut resp = h::json(201, &body);
@@ -112,22 +105,22 @@ async fn create(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Proble
 }
 
 async fn list(ctx: &Ctx, owner: Uuid) -> Result<Response, Problem> {
-    let apps = store::list(&ctx.db, owner).await.map_err(db_problem)?;
+    let apps = store::list(&ctx.common.db, owner).await.map_err(db_problem)?;
     Ok(h::json(200, &json!({ "items": apps.iter().map(view).collect::<Vec<_>>(), "next_cursor": null })))
 }
 
 async fn get(ctx: &Ctx, owner: Uuid, id: &str) -> Result<Response, Problem> {
-    let app = store::get(&ctx.db, owner, app_id(id)?).await.map_err(db_problem)?.ok_or_else(Problem::not_found)?;
+    let app = store::get(&ctx.common.db, owner, app_id(id)?).await.map_err(db_problem)?.ok_or_else(Problem::not_found)?;
     Ok(h::json(200, &view(&app)))
 }
 
 async fn delete(ctx: &Ctx, owner: Uuid, id: &str) -> Result<Response, Problem> {
-    if store::delete(&ctx.db, owner, app_id(id)?).await.map_err(db_problem)? { Ok(h::empty(204)) } else { Err(Problem::not_found()) }
+    if store::delete(&ctx.common.db, owner, app_id(id)?).await.map_err(db_problem)? { Ok(h::empty(204)) } else { Err(Problem::not_found()) }
 }
 
 async fn rotate(ctx: &Ctx, owner: Uuid, id: &str) -> Result<Response, Problem> {
     let (key, hash) = apps::new_ingest_key();
-    if !store::rotate_key(&ctx.db, owner, app_id(id)?, hash).await.map_err(db_problem)? {
+    if !store::rotate_key(&ctx.common.db, owner, app_id(id)?, hash).await.map_err(db_problem)? {
         return Err(Problem::not_found());
     }
     let mut resp = h::json(200, &json!({ "ingest_key": key }));

@@ -12,6 +12,7 @@ use lvd::auth::service::{Auth, AuthError, Keys, Tokens};
 use lvd::input::Fields;
 use lvd::limits::{self, Limit};
 use lvd::problem::Problem;
+use lvd_component::config::{self, Common};
 use lvd_component::db::SpinDb;
 use lvd_component::http::{self as h, Response};
 use lvd_component::redis::SpinRedis;
@@ -30,19 +31,13 @@ struct Ctx {
 
 impl Ctx {
     async fn load() -> Result<Self, variables::Error> {
+        let Common { db, redis, jwt_secret, trusted_proxies } = Common::load().await?;
         Ok(Self {
-            db: SpinDb::new(variables::get("database_url").await?),
-            redis: SpinRedis::new(variables::get("redis_url").await?),
-            keys: Keys {
-                jwt_secret: variables::get("jwt_secret").await?.into_bytes(),
-                otp_key: variables::get("otp_key").await?.into_bytes(),
-            },
-            per_ip: Limit {
-                name: "auth_ip",
-                max: variables::get("rate_limit_auth_per_ip").await?.parse().unwrap_or(100),
-                window_secs: 60,
-            },
-            trusted_proxies: h::parse_proxies(&variables::get("trusted_proxies").await?),
+            db,
+            redis,
+            keys: Keys { jwt_secret, otp_key: variables::get("otp_key").await?.into_bytes() },
+            per_ip: Limit { name: "auth_ip", max: config::number("rate_limit_auth_per_ip", 100).await?, window_secs: 60 },
+            trusted_proxies,
         })
     }
 

@@ -4,6 +4,7 @@
 //! client address, rate-limit headers). Holds no domain logic.
 
 pub mod api;
+pub mod config;
 pub mod db;
 pub mod http;
 pub mod redis;

@@ -4,8 +4,6 @@
 
 pub mod store;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 /// 1–100 characters (Unicode), surrounding whitespace trimmed, no control characters.
@@ -54,9 +52,7 @@ pub const KEY_PREFIX: &str = "lvd_ingest_";
 
 /// A new ingest key (prefix + 256 random bits) and the hash to store.
 pub fn new_ingest_key() -> (String, Vec<u8>) {
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    let key = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let key = format!("{KEY_PREFIX}{}", crate::auth::tokens::random_256());
     let hash = ingest_key_hash(&key);
     (key, hash)
 }
@@ -68,6 +64,8 @@ pub fn ingest_key_hash(key: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     #[test]
     fn names_are_trimmed_and_bounded_in_characters() {

@@ -37,11 +37,16 @@ pub fn verify_access(secret: &[u8], token: &str) -> Option<Claims> {
     jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret), &v).ok().map(|d| d.claims)
 }
 
-/// A new refresh token and the hash to store.
-pub fn new_refresh() -> (String, Vec<u8>) {
+/// 256 random bits, base64url: the body of refresh tokens and ingest keys.
+pub fn random_256() -> String {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
-    let token = URL_SAFE_NO_PAD.encode(bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A new refresh token and the hash to store.
+pub fn new_refresh() -> (String, Vec<u8>) {
+    let token = random_256();
     let hash = refresh_hash(&token);
     (token, hash)
 }

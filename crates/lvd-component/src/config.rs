@@ -1,0 +1,30 @@
+//! The settings every data-handling component reads from its Spin variables:
+//! where PostgreSQL and Redis are, the token key, and the trusted proxies.
+
+use spin_sdk::variables;
+
+use crate::db::SpinDb;
+use crate::redis::SpinRedis;
+
+pub struct Common {
+    pub db: SpinDb,
+    pub redis: SpinRedis,
+    pub jwt_secret: Vec<u8>,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl Common {
+    pub async fn load() -> Result<Self, variables::Error> {
+        Ok(Self {
+            db: SpinDb::new(variables::get("database_url").await?),
+            redis: SpinRedis::new(variables::get("redis_url").await?),
+            jwt_secret: variables::get("jwt_secret").await?.into_bytes(),
+            trusted_proxies: crate::http::parse_proxies(&variables::get("trusted_proxies").await?),
+        })
+    }
+}
+
+/// A numeric variable, or `default` when it does not parse.
+pub async fn number(name: &str, default: u64) -> Result<u64, variables::Error> {
+    Ok(variables::get(name).await?.parse().unwrap_or(default))
+}
