@@ -39,7 +39,7 @@ async fn jobs_taken_by_a_worker_killed_mid_send_are_delivered_by_another() {
         }
     });
     let to = queue_mails(&app, 12).await;
-    let mut first = TestWorker::start(&app.redis, hole_port, &[("LVD_WORKER_CONCURRENCY", "4")]).await;
+    let mut first = TestWorker::start(&app.db, &app.redis, hole_port, &[("LVD_WORKER_CONCURRENCY", "4")]).await;
     eventually(Duration::from_secs(10), "the first worker to take jobs", || async {
         match app.redis_cmd(&["XPENDING", "lvd:queue:email", "workers"]).await {
             redis::Value::Array(v) if matches!(v.first(), Some(redis::Value::Int(n)) if *n > 0) => Some(()),
@@ -49,7 +49,7 @@ async fn jobs_taken_by_a_worker_killed_mid_send_are_delivered_by_another() {
     .await;
 
     first.kill().await;
-    let _second = TestWorker::start(&app.redis, smtp.smtp_port, &[]).await;
+    let _second = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[]).await;
 
     for address in &to {
         smtp.wait_for(address, 1, Duration::from_secs(30)).await;
@@ -64,7 +64,7 @@ async fn mail_is_retried_while_smtp_is_down_and_delivered_when_it_returns() {
     let app = spawn_with(AppOptions::product()).await;
     let mut smtp = TestSmtp::start().await;
     smtp.stop().await;
-    let worker = TestWorker::start(&app.redis, smtp.smtp_port, &[]).await;
+    let worker = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[]).await;
     let to = queue_mails(&app, 3).await;
 
     eventually(Duration::from_secs(10), "a failed send to be retried", || async {
@@ -87,7 +87,7 @@ async fn a_job_that_can_never_succeed_is_parked_in_the_dead_letter_queue() {
     app.redis_cmd(&["XADD", "lvd:queue:email", "*", "job", "{not json"]).await;
     let good = queue_mails(&app, 1).await;
 
-    let _worker = TestWorker::start(&app.redis, smtp.smtp_port, &[]).await;
+    let _worker = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[]).await;
 
     smtp.wait_for(&good[0], 1, Duration::from_secs(20)).await;
     eventually(Duration::from_secs(10), "the poison job to be parked", || async {
@@ -104,7 +104,7 @@ async fn a_job_failing_max_attempts_times_is_dead_lettered() {
     smtp.stop().await;
     queue_mails(&app, 1).await;
 
-    let _worker = TestWorker::start(&app.redis, smtp.smtp_port, &[("LVD_WORKER_MAX_ATTEMPTS", "3")]).await;
+    let _worker = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[("LVD_WORKER_MAX_ATTEMPTS", "3")]).await;
 
     eventually(Duration::from_secs(20), "the job to be parked after 3 attempts", || async {
         (stream_len(&app, "lvd:queue:email:dead").await == 1).then_some(())
@@ -116,7 +116,7 @@ async fn a_job_failing_max_attempts_times_is_dead_lettered() {
 async fn the_worker_serves_health_and_metrics() {
     let app = spawn_with(AppOptions::product()).await;
     let smtp = TestSmtp::start().await;
-    let worker = TestWorker::start(&app.redis, smtp.smtp_port, &[]).await;
+    let worker = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[]).await;
 
     let health: serde_json::Value = reqwest::get(format!("{}/health", worker.address)).await.unwrap().json().await.unwrap();
     assert_eq!(health, json!({ "status": "ok" }));
@@ -129,14 +129,14 @@ async fn sigterm_stops_the_worker_cleanly_and_loses_nothing() {
     let app = spawn_with(AppOptions::product()).await;
     let smtp = TestSmtp::start().await;
     let to = queue_mails(&app, 20).await;
-    let mut first = TestWorker::start(&app.redis, smtp.smtp_port, &[]).await;
+    let mut first = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[]).await;
     smtp.wait_for(&to[0], 1, Duration::from_secs(20)).await;
 
     let pid = nix::unistd::Pid::from_raw(first.child.id().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = tokio::time::timeout(Duration::from_secs(35), first.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "worker exited with {status}");
-    let _second = TestWorker::start(&app.redis, smtp.smtp_port, &[]).await;
+    let _second = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[]).await;
 
     for address in &to {
         smtp.wait_for(address, 1, Duration::from_secs(30)).await;

@@ -118,15 +118,16 @@ impl AppOptions {
 }
 
 /// A running app and the services it owns.
+/// Fields drop in order: the processes stop before their database goes.
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
+    pub runtime: Child,
+    /// The worker (product only) and the SMTP server it sends mail to.
+    pub worker: Option<TestWorker>,
+    pub smtp: Option<TestSmtp>,
     pub db: TestDb,
     pub redis: TestRedis,
-    pub runtime: Child,
-    /// The SMTP server mail goes to, and the worker sending it (product only).
-    pub smtp: Option<TestSmtp>,
-    pub worker: Option<TestWorker>,
     _dir: TempDir,
 }
 
@@ -139,7 +140,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let mut app = spawn_with(opts).await;
     let smtp = TestSmtp::start().await;
-    app.worker = Some(TestWorker::start(&app.redis, smtp.smtp_port, &[]).await);
+    app.worker = Some(TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[]).await);
     app.smtp = Some(smtp);
     app
 }
@@ -263,6 +264,56 @@ impl TestApp {
         resp.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// A request with a Bearer token and an optional JSON body.
+    pub async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: Option<serde_json::Value>) -> reqwest::Response {
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.expect("request failed")
+    }
+
+    /// A new app of the signed-in user: `(id, ingest key)`.
+    pub async fn create_app(&self, token: &str, name: &str) -> (String, String) {
+        let resp = self.call(reqwest::Method::POST, "/api/apps", token, Some(serde_json::json!({ "name": name }))).await;
+        assert_eq!(resp.status(), 201, "creating an app failed");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        (body["id"].as_str().unwrap().to_owned(), body["ingest_key"].as_str().unwrap().to_owned())
+    }
+
+    /// Sets an app's rule for `event`; returns the rule as the API shows it.
+    pub async fn put_rule(&self, token: &str, app_id: &str, event: &str, schema: serde_json::Value) -> serde_json::Value {
+        let path = format!("/api/apps/{app_id}/rules/{}", encode(event));
+        let resp = self.call(reqwest::Method::PUT, &path, token, Some(serde_json::json!({ "schema": schema }))).await;
+        assert_eq!(resp.status(), 200, "setting the rule failed");
+        resp.json().await.unwrap()
+    }
+
+    /// `POST /api/logs` with an ingest key.
+    pub async fn ingest(&self, key: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url("/api/logs")).header("x-api-key", key).json(body).send().await.expect("request failed")
+    }
+
+    /// `ingest`, asserting 202; the reply body.
+    pub async fn ingest_ok(&self, key: &str, body: &serde_json::Value) -> serde_json::Value {
+        let resp = self.ingest(key, body).await;
+        assert_eq!(resp.status(), 202, "ingest refused: {}", resp.text().await.unwrap_or_default());
+        resp.json().await.unwrap()
+    }
+
+    /// Rows in `log_entries`, waiting until the worker has stored `n`.
+    pub async fn wait_stored(&self, n: i64) -> i64 {
+        let client = self.db.client().await;
+        eventually(Duration::from_secs(20), &format!("{n} events stored"), || {
+            let client = &client;
+            async move {
+                let count: i64 = client.query_one("SELECT count(*) FROM log_entries", &[]).await.unwrap().get(0);
+                (count >= n).then_some(count)
+            }
+        })
+        .await
+    }
+
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client.post(self.url(path)).json(body).send().await.expect("request failed")
     }
@@ -280,6 +331,11 @@ impl TestApp {
         let status = resp.status().as_u16();
         (status, resp.json().await.expect("body is not JSON"))
     }
+}
+
+/// Percent-encodes a path segment.
+pub fn encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// Polls `check` until it returns `Some`, or panics after `within`.

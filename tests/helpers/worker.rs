@@ -4,7 +4,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::{TestRedis, repo_root};
+use crate::{TestDb, TestRedis, repo_root};
 
 pub struct TestWorker {
     pub child: Child,
@@ -20,9 +20,10 @@ pub fn worker_bin() -> std::path::PathBuf {
 impl TestWorker {
     /// Starts a worker with fast retries (100 ms base, 1 s cap) and a 2 s
     /// reclaim time, so fault tests finish quickly. `env` overrides.
-    pub async fn start(redis: &TestRedis, smtp_port: u16, env: &[(&str, &str)]) -> Self {
+    pub async fn start(db: &TestDb, redis: &TestRedis, smtp_port: u16, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(worker_bin())
             .arg("run")
+            .env("LVD_DATABASE_URL", &db.url)
             .env("LVD_REDIS_URL", format!("redis://127.0.0.1:{}/1", redis.port))
             .env("LVD_SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
             .env("LVD_WORKER_LISTEN", "127.0.0.1:0")

@@ -1,8 +1,11 @@
 //! The native worker: everything that runs outside the request path. It owns
 //! the database schema (`migrate`) and drains the Redis queues that components
-//! fill (`run`): today the email queue.
+//! fill (`run`): email, and the ingest stream into `log_entries`; and it keeps
+//! `log_entries`' daily partitions ahead of time.
 
 pub mod delivery;
+pub mod drain;
+pub mod partitions;
 pub mod mail;
 pub mod metrics;
 pub mod migrate;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lvd_worker::delivery::{self, Deps, RetryPolicy};
+use lvd_worker::drain::{self, Drainer};
 use lvd_worker::mail::Mailer;
 use lvd_worker::metrics::Metrics;
 use lvd_worker::queue::Queue;
@@ -28,6 +29,15 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
+    /// Where events are stored.
+    #[arg(long, env = "LVD_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/lvd?sslmode=disable")]
+    database_url: String,
+    /// Tasks draining the ingest stream, each with its own connection.
+    #[arg(long, env = "LVD_WORKER_DRAINERS", default_value_t = 2)]
+    drainers: usize,
+    /// Stream entries (requests) per COPY.
+    #[arg(long, env = "LVD_WORKER_DRAIN_BATCH", default_value_t = 200)]
+    drain_batch: usize,
     #[arg(long, env = "LVD_REDIS_URL", default_value = "redis://127.0.0.1:6379/1")]
     redis_url: String,
     #[arg(long, env = "LVD_SMTP_URL", default_value = "smtp://127.0.0.1:1025")]
@@ -92,9 +102,17 @@ async fn run(args: RunArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
     println!("Worker serving http://{}", listener.local_addr()?);
     tokio::spawn(lvd_worker::server::serve(listener, Arc::new(metrics.clone())));
-    tokio::spawn(sample_depth(deps.clone()));
+    let ingest = Queue::open(&client, lvd::events::ingest::STREAM, &format!("{consumer}-depth")).await?;
+    tokio::spawn(sample_depth(deps.clone(), ingest));
+    tokio::spawn(lvd_worker::partitions::run(args.database_url.clone()));
 
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut drainers = Vec::new();
+    for i in 0..args.drainers {
+        let queue = Queue::open(&client, lvd::events::ingest::STREAM, &format!("{consumer}-ingest-{i}")).await?;
+        let drainer = Drainer::new(&args.database_url, queue, metrics.clone(), args.drain_batch, Duration::from_millis(args.reclaim_idle_ms));
+        drainers.push(tokio::spawn(drain::run(drainer, rx.clone())));
+    }
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -104,14 +122,21 @@ async fn run(args: RunArgs) -> Result<()> {
     });
     tracing::info!(consumer, "draining {}", lvd::queues::EMAIL);
     delivery::run(deps, args.concurrency, rx, Duration::from_secs(30)).await;
+    // Each drainer finishes the step in flight (its COPY and ack) first.
+    for d in drainers {
+        let _ = d.await;
+    }
     Ok(())
 }
 
-/// Keeps the queue-depth gauge current for /metrics.
-async fn sample_depth(deps: Arc<Deps>) {
+/// Keeps the queue-depth gauges current for /metrics.
+async fn sample_depth(deps: Arc<Deps>, ingest: Queue) {
     loop {
         if let Ok(n) = deps.queue.depth().await {
             deps.metrics.queue_depth.with_label_values(&["email"]).set(n as i64);
+        }
+        if let Ok(n) = ingest.depth().await {
+            deps.metrics.queue_depth.with_label_values(&["ingest"]).set(n as i64);
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }

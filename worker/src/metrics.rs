@@ -10,6 +10,8 @@ pub struct Metrics {
     /// Entries waiting per queue, sampled.
     pub queue_depth: IntGaugeVec,
     pub send_seconds: prometheus::Histogram,
+    /// Events written to `log_entries`.
+    pub rows: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -23,8 +25,10 @@ impl Metrics {
             .expect("valid metric");
         registry.register(Box::new(jobs.clone())).expect("unique metric");
         registry.register(Box::new(queue_depth.clone())).expect("unique metric");
+        let rows = prometheus::IntCounter::new("lvd_worker_events_stored_total", "Events written to log_entries").expect("valid metric");
         registry.register(Box::new(send.clone())).expect("unique metric");
-        Self { registry, jobs, queue_depth, send_seconds: send }
+        registry.register(Box::new(rows.clone())).expect("unique metric");
+        Self { registry, jobs, queue_depth, send_seconds: send, rows }
     }
 
     pub fn render(&self) -> String {

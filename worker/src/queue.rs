@@ -85,6 +85,23 @@ impl Queue {
         Ok(())
     }
 
+    /// Acknowledges and removes many entries in one round trip.
+    pub async fn ack_all(&self, entries: &[Entry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let script = Script::new(
+            "for i = 2, #ARGV do redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]); redis.call('XDEL', KEYS[1], ARGV[i]) end return #ARGV - 1",
+        );
+        let mut invocation = script.key(&self.key);
+        invocation.arg(GROUP);
+        for e in entries {
+            invocation.arg(&e.id);
+        }
+        invocation.invoke_async::<i64>(&mut self.conn.clone()).await.context("ack failed")?;
+        Ok(())
+    }
+
     /// Takes the entry off the stream and schedules it again at `due_ms`.
     pub async fn retry_at(&self, e: &Entry, due_ms: i64) -> Result<()> {
         let payload = serde_json::json!({ "job": e.job, "attempts": e.attempts + 1 }).to_string();

@@ -1,22 +1,25 @@
-//! `/api/apps`: create, list, read and delete a user's apps, and rotate their
-//! ingest keys. Another user's app answers 404 exactly like a missing one.
-//! Every reply carries the binding `RateLimit-*` headers.
+//! `/api/apps`: a user's apps, their ingest keys, and their tracking-plan
+//! rules. Another user's app answers 404 exactly like a missing one, on every
+//! route. Every reply carries the binding `RateLimit-*` headers.
 
-use lvd::apps::{self, AppName, RetentionDays, store};
+mod apps;
+mod rules;
+
+use lvd::cache::KvError;
 use lvd::db::DbError;
-use lvd::input::Fields;
 use lvd::limits::Limit;
 use lvd::problem::Problem;
 use lvd_component::api::{self, Gate};
 use lvd_component::config::{self, Common};
 use lvd_component::http::{self as h, Response};
-use serde_json::{Value, json};
+use lvd_component::kv::SpinKv;
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::{http_service, variables};
 use uuid::Uuid;
 
-struct Ctx {
+pub(crate) struct Ctx {
     common: Common,
+    kv: SpinKv,
     per_ip: u64,
     per_user: u64,
 }
@@ -25,6 +28,7 @@ impl Ctx {
     async fn load() -> Result<Self, variables::Error> {
         Ok(Self {
             common: Common::load().await?,
+            kv: SpinKv::default(),
             per_ip: config::number("rate_limit_api_per_ip", 1000).await?,
             per_user: config::number("rate_limit_api_per_user", 200).await?,
         })
@@ -57,82 +61,49 @@ async fn handle(req: Request) -> impl IntoResponse {
 
 async fn route(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Problem> {
     let path = req.uri().path().trim_end_matches('/').to_owned();
-    let segments: Vec<&str> = path.split('/').skip(3).collect(); // after "/api/apps"
+    // Segments after "/api/apps", percent-decoded one by one (an event name
+    // may hold an encoded '/').
+    let segments: Vec<String> = path.split('/').skip(3).map(h::decode_segment).collect::<Option<_>>().ok_or_else(Problem::not_found)?;
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
     match (method, segments.as_slice()) {
-        (Method::POST, []) => create(req, ctx, owner).await,
-        (Method::GET, []) => list(ctx, owner).await,
-        (Method::GET, [id]) => get(ctx, owner, id).await,
-        (Method::DELETE, [id]) => delete(ctx, owner, id).await,
-        (Method::POST, [id, "keys", "rotate"]) => rotate(ctx, owner, id).await,
-        (_, [] | [_] | [_, "keys", "rotate"]) => Err(Problem::method_not_allowed()),
+        (Method::POST, []) => apps::create(req, ctx, owner).await,
+        (Method::GET, []) => apps::list(ctx, owner).await,
+        (Method::GET, [id]) => apps::get(ctx, owner, id).await,
+        (Method::DELETE, [id]) => apps::delete(ctx, owner, id).await,
+        (Method::POST, [id, "keys", "rotate"]) => apps::rotate(ctx, owner, id).await,
+        (Method::GET, [id, "rules"]) => rules::list(ctx, owner, id).await,
+        (Method::PUT, [id, "rules", event]) => rules::put(req, ctx, owner, id, event).await,
+        (Method::GET, [id, "rules", event]) => rules::get(&req, ctx, owner, id, event).await,
+        (Method::DELETE, [id, "rules", event]) => rules::delete(ctx, owner, id, event).await,
+        (Method::GET, [id, "rules", event, "versions"]) => rules::history(ctx, owner, id, event).await,
+        (Method::POST, [id, "rules", event, "test"]) => rules::test(req, ctx, owner, id, event).await,
+        (_, [] | [_] | [_, "keys", "rotate"] | [_, "rules"] | [_, "rules", _] | [_, "rules", _, "versions" | "test"]) => {
+            Err(Problem::method_not_allowed())
+        }
         _ => Err(Problem::not_found()),
     }
 }
 
-/// An app id from the path; anything that is not a UUID names no app.
-fn app_id(raw: &str) -> Result<Uuid, Problem> {
-    raw.parse().map_err(|_| Problem::not_found())
-}
-
-fn view(app: &store::App) -> Value {
-    json!({
-        "id": app.id,
-        "name": app.name,
-        "retention_days": app.retention_days,
-        "created_at": app.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    })
-}
-
-async fn create(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Problem> {
-    let mut f = Fields::parse(&h::json_body(req).await?)?;
-    let raw_name = f.required_str("name");
-    let name = f.parsed("name", raw_name, AppName::parse);
-    let retention = match f.optional_int("retention_days") {
-        Some(Some(n)) => f.parsed("retention_days", Some(n), RetentionDays::parse),
-        Some(None) => Some(RetentionDays::DEFAULT),
-        None => None,
-    };
-    f.finish()?;
-    let (key, hash) = apps::new_ingest_key();
-    let app = store::create(&ctx.common.db, owner, &name.unwrap(), retention.unwrap(), hash).await.map_err(db_problem)?;
-    let mut body = view(&app);
-    body["ingest_key"] = json!(key);
-    let mut resp = h::json(201, &body);
-    resp.headers_mut().insert(http::header::LOCATION, format!("/api/apps/{}", app.id).parse().unwrap());
-    resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-    Ok(resp)
-}
-
-async fn list(ctx: &Ctx, owner: Uuid) -> Result<Response, Problem> {
-    let apps = store::list(&ctx.common.db, owner).await.map_err(db_problem)?;
-    Ok(h::json(200, &json!({ "items": apps.iter().map(view).collect::<Vec<_>>(), "next_cursor": null })))
-}
-
-async fn get(ctx: &Ctx, owner: Uuid, id: &str) -> Result<Response, Problem> {
-    let app = store::get(&ctx.common.db, owner, app_id(id)?).await.map_err(db_problem)?.ok_or_else(Problem::not_found)?;
-    Ok(h::json(200, &view(&app)))
-}
-
-async fn delete(ctx: &Ctx, owner: Uuid, id: &str) -> Result<Response, Problem> {
-    if store::delete(&ctx.common.db, owner, app_id(id)?).await.map_err(db_problem)? { Ok(h::empty(204)) } else { Err(Problem::not_found()) }
-}
-
-async fn rotate(ctx: &Ctx, owner: Uuid, id: &str) -> Result<Response, Problem> {
-    let (key, hash) = apps::new_ingest_key();
-    if !store::rotate_key(&ctx.common.db, owner, app_id(id)?, hash).await.map_err(db_problem)? {
-        return Err(Problem::not_found());
-    }
-    let mut resp = h::json(200, &json!({ "ingest_key": key }));
-    resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-    Ok(resp)
+/// The user's app named by a path segment; anything else (another user's
+/// app, a missing one, a malformed id) is 404.
+pub(crate) async fn owned_app(ctx: &Ctx, owner: Uuid, raw: &str) -> Result<lvd::apps::store::App, Problem> {
+    let id: Uuid = raw.parse().map_err(|_| Problem::not_found())?;
+    lvd::apps::store::get(&ctx.common.db, owner, id).await.map_err(db_problem)?.ok_or_else(Problem::not_found)
 }
 
 /// Database faults: 503 when it is unreachable, an opaque 500 otherwise.
-fn db_problem(e: DbError) -> Problem {
+pub(crate) fn db_problem(e: DbError) -> Problem {
     eprintln!("apps: database error: {e}");
     match e {
         DbError::Unavailable(_) => Problem::unavailable("The database is unavailable; try again shortly."),
         _ => Problem::internal(),
     }
+}
+
+/// A change committed but its cache entry could not be dropped: 503, so the
+/// client retries and the change is not assumed to be live everywhere.
+pub(crate) fn kv_problem(e: KvError) -> Problem {
+    eprintln!("apps: key-value store error: {e}");
+    Problem::unavailable("The change was saved but could not be made live everywhere; retry the request.")
 }

@@ -90,6 +90,17 @@ pub fn is_https(req: &Request) -> bool {
     req.headers().get("spin-full-url").and_then(|v| v.to_str().ok()).is_some_and(|u| u.starts_with("https://"))
 }
 
+/// A path segment, percent-decoded; `None` when it is not UTF-8.
+pub fn decode_segment(raw: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(raw).decode_utf8().ok().map(|s| s.into_owned())
+}
+
+/// The first value of a query parameter, decoded.
+pub fn query_param(req: &Request, name: &str) -> Option<String> {
+    let query = req.uri().query()?;
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
 /// The token of an `Authorization: Bearer …` header.
 pub fn bearer(req: &Request) -> Option<String> {
     let v = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;

@@ -7,4 +7,5 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod kv;
 pub mod redis;

@@ -54,6 +54,11 @@ impl From<bool> for Param {
         Param::Bool(v)
     }
 }
+impl From<Option<&str>> for Param {
+    fn from(v: Option<&str>) -> Self {
+        v.map_or(Param::Null, Param::from)
+    }
+}
 impl From<Vec<u8>> for Param {
     fn from(v: Vec<u8>) -> Self {
         Param::Bytes(v)
@@ -152,6 +157,27 @@ impl Row {
         match self.at(i)? {
             Value::Bytes(v) => Ok(v.clone()),
             _ => Err(self.mismatch(i, "bytea")),
+        }
+    }
+
+    pub fn json(&self, i: usize) -> Result<serde_json::Value, DbError> {
+        match self.at(i)? {
+            Value::Json(v) => Ok(v.clone()),
+            _ => Err(self.mismatch(i, "jsonb")),
+        }
+    }
+
+    pub fn opt_json(&self, i: usize) -> Result<Option<serde_json::Value>, DbError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            _ => self.json(i).map(Some),
+        }
+    }
+
+    pub fn opt_i64(&self, i: usize) -> Result<Option<i64>, DbError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            _ => self.i64(i).map(Some),
         }
     }
 

@@ -28,6 +28,11 @@ impl Fields {
         self.errors.push(FieldError::new(&format!("/{field}"), message));
     }
 
+    /// Any JSON value, taken out as is (`None` when absent).
+    pub fn take(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name)
+    }
+
     /// A string field that must be present.
     pub fn required_str(&mut self, name: &str) -> Option<String> {
         match self.map.get(name) {

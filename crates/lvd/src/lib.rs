@@ -7,10 +7,13 @@
 
 pub mod apps;
 pub mod auth;
+pub mod cache;
 pub mod db;
+pub mod events;
 pub mod health;
 pub mod input;
 pub mod kv;
 pub mod limits;
 pub mod problem;
 pub mod queues;
+pub mod rules;

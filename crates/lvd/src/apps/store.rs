@@ -48,17 +48,31 @@ pub async fn get(db: &impl Db, owner: Uuid, id: Uuid) -> Result<Option<App>, DbE
     rows.first().map(app).transpose()
 }
 
-/// Deletes the app (its rules and events go with it, by foreign key). `false`
-/// when the owner has no such app.
-pub async fn delete(db: &impl Db, owner: Uuid, id: Uuid) -> Result<bool, DbError> {
-    Ok(db.execute("DELETE FROM apps WHERE id = $1 AND user_id = $2", &[id.into(), owner.into()]).await? == 1)
+/// Deletes the app (its rules and events go with it, by foreign key) and
+/// returns its key hash, for the cache to forget; `None` when the owner has
+/// no such app.
+pub async fn delete(db: &impl Db, owner: Uuid, id: Uuid) -> Result<Option<Vec<u8>>, DbError> {
+    let rows = db
+        .query("DELETE FROM apps WHERE id = $1 AND user_id = $2 RETURNING ingest_key_hash", &[id.into(), owner.into()])
+        .await?;
+    rows.first().map(|r| r.bytes(0)).transpose()
 }
 
-/// Replaces the key hash; the old key stops matching at once. `false` when
-/// the owner has no such app.
-pub async fn rotate_key(db: &impl Db, owner: Uuid, id: Uuid, key_hash: Vec<u8>) -> Result<bool, DbError> {
-    Ok(db
-        .execute("UPDATE apps SET ingest_key_hash = $3 WHERE id = $1 AND user_id = $2", &[id.into(), owner.into(), key_hash.into()])
-        .await?
-        == 1)
+/// Replaces the key hash and returns the old one, for the cache to forget;
+/// `None` when the owner has no such app.
+pub async fn rotate_key(db: &impl Db, owner: Uuid, id: Uuid, key_hash: Vec<u8>) -> Result<Option<Vec<u8>>, DbError> {
+    let rows = db
+        .query(
+            "UPDATE apps a SET ingest_key_hash = $3 FROM apps old \
+             WHERE a.id = $1 AND a.user_id = $2 AND old.id = a.id RETURNING old.ingest_key_hash",
+            &[id.into(), owner.into(), key_hash.into()],
+        )
+        .await?;
+    rows.first().map(|r| r.bytes(0)).transpose()
+}
+
+/// The app an ingest key (by its hash) opens, if any.
+pub async fn by_key_hash(db: &impl Db, key_hash: &[u8]) -> Result<Option<crate::cache::IngestApp>, DbError> {
+    let rows = db.query("SELECT id, retention_days FROM apps WHERE ingest_key_hash = $1", &[key_hash.to_vec().into()]).await?;
+    rows.first().map(|r| Ok(crate::cache::IngestApp { id: r.uuid(0)?, retention_days: r.i64(1)? })).transpose()
 }

@@ -1,0 +1,164 @@
+//! `/api/logs`. `POST` takes events from apps (`X-Api-Key`), judges each
+//! against its rule and hands them to storage in one atomic Redis step (see
+//! `lvd::events::ingest`); the reply is 202 once they are safe. `GET` lists
+//! a user's stored events (Bearer token), newest first, keyset-paginated.
+//!
+//! Ingest is limited per ingest key, not per client IP: one server-side
+//! sender may carry many users' events from one address.
+
+use lvd::cache::IngestApp;
+use lvd::db::DbError;
+use lvd::events::ingest::{self, Judged, Outcome, Settings};
+use lvd::events::plan::{self, Plan, PlanError};
+use lvd::events::query::{self, LogQuery};
+use lvd::events::{Body, Incoming};
+use lvd::limits::{self, Decision, Limit};
+use lvd::problem::{FieldError, Problem};
+use lvd_component::api::{self, Gate};
+use lvd_component::config::{self, Common};
+use lvd_component::http::{self as h, Response};
+use lvd_component::kv::SpinKv;
+use serde_json::{Value, json};
+use spin_sdk::http::{IntoResponse, Method, Request};
+use spin_sdk::{http_service, variables};
+
+struct Ctx {
+    common: Common,
+    kv: SpinKv,
+}
+
+#[http_service]
+async fn handle(req: Request) -> impl IntoResponse {
+    let ctx = match Common::load().await {
+        Ok(common) => Ctx { common, kv: SpinKv::default() },
+        Err(e) => {
+            eprintln!("logs: missing configuration: {e:?}");
+            return h::problem(&Problem::internal());
+        }
+    };
+    let result = match *req.method() {
+        Method::POST => ingest(req, &ctx).await,
+        Method::GET => list(req, &ctx).await,
+        _ => Err(Problem::method_not_allowed()),
+    };
+    result.unwrap_or_else(|p| h::problem(&p))
+}
+
+async fn ingest(req: Request, ctx: &Ctx) -> Result<Response, Problem> {
+    let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default().trim().to_owned();
+    let app = plan::app_for_key(&ctx.kv, &ctx.common.db, &key)
+        .await
+        .map_err(db_problem)?
+        .ok_or_else(|| Problem::new(401, "invalid_api_key", "The X-Api-Key header is missing, or the key is unknown or was rotated."))?;
+    let settings = settings(&app).await.map_err(|_| Problem::internal())?;
+    let body = h::json_body(req).await?;
+    let received_at = chrono::Utc::now();
+    let parsed = match Body::parse(&body)? {
+        Body::Single(Ok(event)) => vec![Ok(event)],
+        Body::Single(Err(errors)) => return Err(lone_malformed(ctx, &app, &settings, errors).await),
+        Body::Batch(events) => events,
+    };
+    let names = parsed.iter().filter_map(|e| e.as_ref().ok()).map(|e| &e.event);
+    let plan = Plan::load(&ctx.kv, &ctx.common.db, app.id, names).await.map_err(plan_problem)?;
+    let mut judged: Vec<Judged> = Vec::with_capacity(parsed.len());
+    let mut slots: Vec<Result<usize, Vec<FieldError>>> = Vec::with_capacity(parsed.len());
+    for event in parsed {
+        slots.push(event.map(|e: Incoming| {
+            let rule = plan.rule(&e.event);
+            judged.push(ingest::judge(e, rule, received_at));
+            judged.len() - 1
+        }));
+    }
+    match ingest::store(&ctx.common.redis, app.id, &judged, received_at, settings).await.map_err(redis_problem)? {
+        Outcome::Stored { decision, duplicates } => {
+            let reply = receipt(&judged, &slots, &duplicates);
+            Ok(h::with_rate_limit(h::json(202, &reply), &decision))
+        }
+        Outcome::RateLimited(decision) => Ok(h::with_rate_limit(h::problem(&h::rate_limited()), &decision)),
+        Outcome::Backlogged(decision) => Ok(h::with_rate_limit(
+            h::problem(&Problem::unavailable("Events are arriving faster than they can be stored; retry shortly.")),
+            &decision,
+        )),
+    }
+}
+
+/// The 202 body: one result per event, in the order sent.
+fn receipt(judged: &[Judged], slots: &[Result<usize, Vec<FieldError>>], duplicates: &[bool]) -> Value {
+    let results: Vec<Value> = slots
+        .iter()
+        .enumerate()
+        .map(|(index, slot)| match slot {
+            Err(errors) => json!({ "index": index, "status": "rejected", "errors": errors }),
+            Ok(i) if duplicates[*i] => json!({ "index": index, "status": "duplicate", "errors": [] }),
+            Ok(i) => {
+                let e = &judged[*i];
+                json!({ "index": index, "id": e.id, "status": e.status, "errors": e.errors, "rule_version": e.rule_version })
+            }
+        })
+        .collect();
+    let dup = duplicates.iter().filter(|d| **d).count();
+    json!({ "accepted": judged.len() - dup, "duplicates": dup, "results": results })
+}
+
+/// A lone malformed event is 422; it still counts against the key's limit.
+async fn lone_malformed(ctx: &Ctx, app: &IngestApp, settings: &Settings, errors: Vec<FieldError>) -> Problem {
+    let limit = Limit { name: "ingest_key", max: settings.per_key_per_minute, window_secs: 60 };
+    match limits::hit(&ctx.common.redis, limit, &app.id.to_string()).await {
+        Ok(Decision { allowed: false, .. }) => h::rate_limited(),
+        _ => Problem::validation(errors),
+    }
+}
+
+async fn settings(app: &IngestApp) -> Result<Settings, variables::Error> {
+    Ok(Settings {
+        per_key_per_minute: config::number("rate_limit_ingest_per_key", 60_000).await?,
+        dedup_secs: app.retention_days * 86_400,
+        max_backlog: config::number("ingest_max_backlog", 1_000_000).await?,
+    })
+}
+
+async fn list(req: Request, ctx: &Ctx) -> Result<Response, Problem> {
+    let gate = Gate {
+        redis: &ctx.common.redis,
+        jwt_secret: &ctx.common.jwt_secret,
+        per_ip: Limit { name: "api_ip", max: config::number("rate_limit_api_per_ip", 1000).await.unwrap_or(1000), window_secs: 60 },
+        per_user: Limit { name: "api_user", max: config::number("rate_limit_api_per_user", 200).await.unwrap_or(200), window_secs: 60 },
+        trusted_proxies: &ctx.common.trusted_proxies,
+    };
+    let (claims, decision) = match api::admit(&gate, &req).await {
+        Ok(admitted) => admitted,
+        Err(resp) => return Ok(resp),
+    };
+    let resp = async {
+        let q = LogQuery::parse(req.uri().query().unwrap_or_default())?;
+        let app = lvd::apps::store::get(&ctx.common.db, claims.sub, q.app).await.map_err(db_problem)?.ok_or_else(Problem::not_found)?;
+        let (items, next) = query::page(&ctx.common.db, &q, app.retention_days).await.map_err(db_problem)?;
+        Ok::<_, Problem>(h::json(200, &json!({ "items": items, "next_cursor": next })))
+    }
+    .await
+    .unwrap_or_else(|p| h::problem(&p));
+    Ok(h::with_rate_limit(resp, &decision))
+}
+
+fn db_problem(e: DbError) -> Problem {
+    eprintln!("logs: database error: {e}");
+    match e {
+        DbError::Unavailable(_) => Problem::unavailable("The database is unavailable; try again shortly."),
+        _ => Problem::internal(),
+    }
+}
+
+fn plan_problem(e: PlanError) -> Problem {
+    match e {
+        PlanError::Db(e) => db_problem(e),
+        other => {
+            eprintln!("logs: {other}");
+            Problem::internal()
+        }
+    }
+}
+
+fn redis_problem(e: lvd::kv::RedisError) -> Problem {
+    eprintln!("logs: redis error: {e}");
+    Problem::unavailable("Event storage is unavailable; try again shortly.")
+}

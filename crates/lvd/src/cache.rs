@@ -1,0 +1,79 @@
+//! Read-through caching in the key-value store, shared by every runtime
+//! instance (Spin's key-value API, backed by Redis). Spin's API has no
+//! expiry, so each entry carries its own deadline and a stale one reads as a
+//! miss. Writers invalidate by deleting the key after their change commits,
+//! so the next request on any instance reads the new state.
+//!
+//! What is cached, and for how long:
+//! - `app:<sha256 of the ingest key, hex>`: the app an ingest key opens
+//!   ([`IngestApp`]), 10 minutes; deleted on key rotation and app deletion.
+//! - `rules:<app id>`: the current version of each event's rule, 5 minutes;
+//!   deleted on every rule change.
+//! - `rule:<app id>:<version>:<event>`: one version's schema. Versions never
+//!   change, so this entry is never stale; it still expires so the store
+//!   does not keep schemas of deleted rules forever.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+pub const APP_TTL_SECS: i64 = 600;
+pub const RULES_TTL_SECS: i64 = 300;
+
+#[derive(Debug, thiserror::Error)]
+#[error("key-value store unavailable: {0}")]
+pub struct KvError(pub String);
+
+/// The seam to a key-value store: Spin's in components.
+#[allow(async_fn_in_trait)]
+pub trait KeyValue {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError>;
+    async fn delete(&self, key: &str) -> Result<(), KvError>;
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry<T> {
+    /// Unix seconds after which the entry is stale.
+    exp: i64,
+    v: T,
+}
+
+/// The value under `key` unless missing, stale or unreadable.
+pub async fn get<T: DeserializeOwned>(kv: &impl KeyValue, key: &str) -> Result<Option<T>, KvError> {
+    let Some(bytes) = kv.get(key).await? else { return Ok(None) };
+    Ok(serde_json::from_slice::<Entry<T>>(&bytes).ok().filter(|e| e.exp > now()).map(|e| e.v))
+}
+
+pub async fn put<T: Serialize>(kv: &impl KeyValue, key: &str, value: &T, ttl_secs: i64) -> Result<(), KvError> {
+    let bytes = serde_json::to_vec(&Entry { exp: now() + ttl_secs, v: value }).expect("a cache entry serializes");
+    kv.set(key, &bytes).await
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// What ingest needs to know about the app an ingest key opens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IngestApp {
+    pub id: Uuid,
+    pub retention_days: i64,
+}
+
+/// The current rule version of each event of an app.
+pub type RuleVersions = HashMap<String, i64>;
+
+pub fn app_key(key_hash: &[u8]) -> String {
+    let hex: String = key_hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("app:{hex}")
+}
+
+pub fn rules_key(app: Uuid) -> String {
+    format!("rules:{app}")
+}
+
+pub fn rule_key(app: Uuid, version: i64, event: &str) -> String {
+    format!("rule:{app}:{version}:{event}")
+}

@@ -1,0 +1,301 @@
+//! Judging events and handing them to storage in one atomic step.
+//!
+//! The hot path never waits on a PostgreSQL commit. One Lua script, run by
+//! Redis as a unit, does everything a request needs: the per-key rate limit,
+//! a backlog check, the `message_id` dedup, the live per-minute and per-hour
+//! counters, the per-app tail of invalid events, and one entry on the ingest
+//! stream holding the request's rows as lines of PostgreSQL `COPY` text. The
+//! worker drains that stream into `log_entries` with `COPY`, many requests per
+//! commit, and acknowledges entries only after the commit, so a 202 means the
+//! events sit in Redis until they are in PostgreSQL. A crash of a component
+//! between the script and its reply loses nothing either: the script is the
+//! commit point, all or nothing.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Incoming, rfc3339};
+use crate::kv::{Arg, Redis, RedisError, Reply};
+use crate::limits::Decision;
+use crate::rules::{Schema, Violation};
+
+/// The stream the worker drains into `log_entries`.
+pub const STREAM: &str = "lvd:ingest";
+/// The field of a stream entry that holds a request's rows: the queues'
+/// entry field, so the worker reads this stream like any other queue.
+pub const ROW_FIELD: &str = crate::queues::FIELD;
+/// Newest invalid events of each app, for the live tail.
+pub fn invalid_stream(app: Uuid) -> String {
+    format!("lvd:invalid:{app}")
+}
+/// Counters of one app in one minute (`m`) or hour (`h`) bucket.
+pub fn bucket_key(app: Uuid, unit: char, index: i64) -> String {
+    format!("lvd:stats:{app}:{unit}:{index}")
+}
+/// When each event of an app was last seen (ms since the epoch).
+pub fn seen_key(app: Uuid) -> String {
+    format!("lvd:stats:{app}:seen")
+}
+/// How long buckets are kept: minutes serve the 15m and 1h windows, hours
+/// the 24h and 7d ones; both with room to spare.
+pub const MINUTE_TTL_SECS: i64 = 3 * 3600;
+pub const HOUR_TTL_SECS: i64 = 8 * 86_400;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Valid,
+    Invalid,
+    Unplanned,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Valid => "valid",
+            Status::Invalid => "invalid",
+            Status::Unplanned => "unplanned",
+        }
+    }
+}
+
+/// An event with its verdict, ready to store.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    pub id: Uuid,
+    pub event: Incoming,
+    pub status: Status,
+    pub errors: Vec<Violation>,
+    pub rule_version: Option<i64>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Checks an event against its rule (`None`: the app has no rule for it).
+pub fn judge(event: Incoming, rule: Option<(i64, &Schema)>, received_at: DateTime<Utc>) -> Judged {
+    let (status, errors, rule_version) = match rule {
+        None => (Status::Unplanned, Vec::new(), None),
+        Some((version, schema)) => {
+            let errors = schema.check(&event.properties);
+            let status = if errors.is_empty() { Status::Valid } else { Status::Invalid };
+            (status, errors, Some(version))
+        }
+    };
+    Judged { id: Uuid::now_v7(), event, status, errors, rule_version, received_at }
+}
+
+impl Judged {
+    /// The event as `GET /api/logs` shows it.
+    pub fn view(&self) -> Value {
+        json!({
+            "id": self.id,
+            "event": self.event.event.as_str(),
+            "status": self.status,
+            "errors": self.errors,
+            "properties": self.event.properties,
+            "context": self.event.context,
+            "timestamp": self.event.timestamp.map(rfc3339),
+            "received_at": rfc3339(self.received_at),
+            "rule_version": self.rule_version,
+            "message_id": self.event.message_id,
+        })
+    }
+
+    /// One line of `COPY log_entries (COLUMNS) FROM STDIN` text format.
+    pub fn copy_line(&self, app: Uuid) -> String {
+        let json = |v: &Value| serde_json::to_string(v).expect("JSON serializes");
+        let fields = [
+            Some(self.id.to_string()),
+            Some(app.to_string()),
+            Some(self.event.event.as_str().to_owned()),
+            Some(self.status.as_str().to_owned()),
+            Some(serde_json::to_string(&self.errors).expect("errors serialize")),
+            Some(json(&self.event.properties)),
+            self.event.context.as_ref().map(json),
+            self.event.timestamp.map(rfc3339),
+            Some(rfc3339(self.received_at)),
+            self.rule_version.map(|v| v.to_string()),
+            self.event.message_id.clone(),
+        ];
+        let mut line = String::with_capacity(256);
+        for (i, field) in fields.iter().enumerate() {
+            if i > 0 {
+                line.push('\t');
+            }
+            match field {
+                None => line.push_str("\\N"),
+                Some(text) => copy_escape(text, &mut line),
+            }
+        }
+        line.push('\n');
+        line
+    }
+
+    /// The live counters this event adds to: one for its status, one per
+    /// error. Fields are JSON arrays, so no event name or pointer can forge
+    /// another's field.
+    pub fn counter_fields(&self) -> Vec<String> {
+        let name = self.event.event.as_str();
+        let mut fields = vec![json!(["c", self.status.as_str(), name]).to_string()];
+        fields.extend(self.errors.iter().map(|e| json!(["e", name, e.pointer, e.keyword]).to_string()));
+        fields
+    }
+}
+
+/// The columns of a `copy_line`, in order.
+pub const COPY_COLUMNS: &str =
+    "id, app_id, event, status, errors, properties, context, \"timestamp\", received_at, rule_version, message_id";
+
+/// Escapes text for `COPY ... FROM STDIN` (text format).
+fn copy_escape(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// What storage needs to know about the app beyond its events.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Requests per minute per ingest key.
+    pub per_key_per_minute: u64,
+    /// How long a `message_id` is remembered: the app's retention.
+    pub dedup_secs: i64,
+    /// Entries the ingest stream may hold before ingest answers 503: the
+    /// worker is down or far behind, and Redis memory is finite.
+    pub max_backlog: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Stored; `duplicates[i]` tells whether event `i` was a duplicate.
+    Stored { decision: Decision, duplicates: Vec<bool> },
+    RateLimited(Decision),
+    /// The backlog is full; nothing was stored.
+    Backlogged(Decision),
+}
+
+const SCRIPT: &str = r#"
+local c = redis.call('INCR', KEYS[6])
+local ttl = redis.call('TTL', KEYS[6])
+if ttl < 0 then redis.call('EXPIRE', KEYS[6], ARGV[2]); ttl = tonumber(ARGV[2]) end
+if c > tonumber(ARGV[1]) then return {0, c, ttl} end
+local n = tonumber(ARGV[9])
+if n > 0 and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[8]) then return {-1, c, ttl} end
+local out = {1, c, ttl}
+local rows, incr = {}, {}
+local i = 11
+for _ = 1, n do
+  local msgid, name, invalid, row, nf = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], tonumber(ARGV[i+4])
+  local dup = 0
+  if msgid ~= '' and not redis.call('SET', ARGV[3] .. msgid, '1', 'NX', 'EX', ARGV[4]) then dup = 1 end
+  if dup == 0 then
+    rows[#rows + 1] = row
+    for f = 1, nf do local k = ARGV[i + 4 + f]; incr[k] = (incr[k] or 0) + 1 end
+    redis.call('HSET', KEYS[5], name, ARGV[7])
+    if invalid ~= '' then redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '*', 'e', invalid) end
+  end
+  out[#out + 1] = dup
+  i = i + 5 + nf
+end
+if #rows > 0 then
+  redis.call('XADD', KEYS[1], '*', ARGV[10], table.concat(rows))
+  for k, v in pairs(incr) do
+    redis.call('HINCRBY', KEYS[3], k, v)
+    redis.call('HINCRBY', KEYS[4], k, v)
+  end
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+  redis.call('EXPIRE', KEYS[5], ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+end
+return out
+"#;
+
+/// Rate-limits the request and, when it may pass, stores `events` (possibly
+/// none: a batch of rejected events still counts against the limit).
+pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at: DateTime<Utc>, settings: Settings) -> Result<Outcome, RedisError> {
+    let ms = received_at.timestamp_millis();
+    let mut args: Vec<Arg> = vec![
+        SCRIPT.into(),
+        Arg::Int(6),
+        STREAM.into(),
+        invalid_stream(app).into(),
+        bucket_key(app, 'm', ms.div_euclid(60_000)).into(),
+        bucket_key(app, 'h', ms.div_euclid(3_600_000)).into(),
+        seen_key(app).into(),
+        format!("lvd:rl:ingest_key:{app}").into(),
+        settings.per_key_per_minute.into(),
+        Arg::Int(60),
+        format!("lvd:dedup:{app}:").into(),
+        Arg::Int(settings.dedup_secs.max(1)),
+        Arg::Int(MINUTE_TTL_SECS),
+        Arg::Int(HOUR_TTL_SECS),
+        Arg::Int(ms),
+        settings.max_backlog.into(),
+        Arg::Int(events.len() as i64),
+        ROW_FIELD.into(),
+    ];
+    for e in events {
+        let fields = e.counter_fields();
+        args.push(e.event.message_id.clone().unwrap_or_default().into());
+        args.push(e.event.event.as_str().into());
+        args.push(if e.status == Status::Invalid { e.view().to_string() } else { String::new() }.into());
+        args.push(e.copy_line(app).into());
+        args.push(Arg::Int(fields.len() as i64));
+        args.extend(fields.into_iter().map(Arg::from));
+    }
+    let reply = redis.execute("EVAL", args).await?;
+    let int = |i: usize| reply.get(i).and_then(Reply::int);
+    let (code, count, ttl) = (int(0), int(1).unwrap_or(i64::MAX) as u64, int(2).unwrap_or(60).max(1) as u64);
+    let limit = settings.per_key_per_minute;
+    let decision = Decision { allowed: code != Some(0), limit, remaining: limit.saturating_sub(count), reset_secs: ttl };
+    Ok(match code {
+        Some(1) => Outcome::Stored { decision, duplicates: (0..events.len()).map(|i| int(3 + i) == Some(1)).collect() },
+        Some(0) => Outcome::RateLimited(decision),
+        Some(-1) => Outcome::Backlogged(decision),
+        _ => return Err(RedisError(format!("unexpected ingest reply {reply:?}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventName;
+    use serde_json::json;
+
+    fn judged(properties: Value) -> Judged {
+        let event = Incoming {
+            event: EventName::parse("sign\\up".into()).unwrap(),
+            properties,
+            timestamp: None,
+            message_id: Some("m\u{e9}".into()),
+            context: None,
+        };
+        judge(event, None, Utc::now())
+    }
+
+    #[test]
+    fn copy_lines_escape_what_copy_treats_specially() {
+        let line = judged(json!({"note": "a\tb\nc"})).copy_line(Uuid::nil());
+        let cols: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
+        assert_eq!(cols.len(), 11, "{line}");
+        assert_eq!(cols[2], "sign\\\\up");
+        // JSON already escapes the tab and newline; COPY doubles the backslash.
+        assert_eq!(cols[5], r#"{"note":"a\\tb\\nc"}"#);
+        assert_eq!((cols[6], cols[7], cols[9]), ("\\N", "\\N", "\\N"));
+        assert_eq!(cols[10], "m\u{e9}");
+    }
+
+    #[test]
+    fn counter_fields_cannot_collide_across_names() {
+        let a = judged(json!({})).counter_fields();
+        assert_eq!(a, [r#"["c","unplanned","sign\\up"]"#]);
+    }
+}
