@@ -14,7 +14,7 @@ pub const EMAIL: &str = "lvd:queue:email";
 pub const JOBS: &str = "lvd:queue:jobs";
 
 /// Every queue with its Redis key: `(name shown in /health/ready, stream key)`.
-pub const ALL: &[(&str, &str)] = &[("email", EMAIL), ("jobs", JOBS)];
+pub const ALL: &[(&str, &str)] = &[("email", EMAIL), ("jobs", JOBS), ("ingest", crate::events::ingest::STREAM)];
 
 /// The consumer group every worker joins.
 pub const GROUP: &str = "workers";
