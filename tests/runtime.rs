@@ -86,8 +86,10 @@ async fn a_missing_required_variable_stops_the_runtime_naming_it() {
 }
 
 #[tokio::test]
-async fn concurrent_requests_to_one_component_get_separate_instances() {
-    let app = spawn_fixtures().await;
+async fn with_reuse_off_concurrent_requests_get_separate_instances() {
+    let mut opts = AppOptions::fixtures();
+    opts.extra_args = ["--max-instance-reuse-count", "1", "--max-instance-concurrent-reuse-count", "1"].map(String::from).to_vec();
+    let app = spawn_with(opts).await;
 
     let (a, b, c) = tokio::join!(
         app.get_json("/allowed/sleep?ms=400"),
@@ -101,6 +103,16 @@ async fn concurrent_requests_to_one_component_get_separate_instances() {
         assert_eq!(status, 200);
         assert_eq!(body["served"], 1, "an instance was reused: {body}");
     }
+}
+
+#[tokio::test]
+async fn by_default_an_instance_serves_many_requests_as_spin_does() {
+    let app = spawn_fixtures().await;
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        served.push(app.get_json("/allowed/echo").await.1["served"].as_u64().unwrap());
+    }
+    assert_eq!(served, [1, 2, 3], "Spin 4.0.2 reuses wasi:http 0.3 instances (128 requests, 16 at once)");
 }
 
 #[tokio::test]

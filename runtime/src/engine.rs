@@ -67,6 +67,11 @@ pub fn engine(limits: &Limits, cache: bool) -> Result<Engine> {
         .linear_memory_keep_resident(env_usize("LVD_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT", 2 << 20))
         .table_keep_resident(env_usize("LVD_WASMTIME_TABLE_KEEP_RESIDENT", 512 << 10));
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // LVD_WASMTIME_PROFILE=perfmap writes /tmp/perf-<pid>.map, so `perf
+    // record` names guest functions (how the ingest figures were profiled).
+    if std::env::var("LVD_WASMTIME_PROFILE").is_ok_and(|v| v == "perfmap") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if cache {
         // Compiled code is cached on disk, keyed by the wasm and the engine's
         // settings, so restarts and tests skip Cranelift.

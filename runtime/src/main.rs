@@ -79,12 +79,12 @@ struct UpArgs {
     /// Instances that may run at once.
     #[arg(long, env = "LVD_MAX_INSTANCES", default_value_t = 512)]
     max_instances: u32,
-    /// Requests one instance may serve (Spin's flag; Spin 4.0.2 defaults to
-    /// 128 for wasi:http 0.3 components). 1 = a fresh instance per request.
-    #[arg(long, env = "LVD_MAX_INSTANCE_REUSE_COUNT", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Requests one instance may serve (Spin's flag, and Spin 4.0.2's
+    /// default for wasi:http 0.3 components). 1 = a fresh instance per request.
+    #[arg(long, env = "LVD_MAX_INSTANCE_REUSE_COUNT", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
     max_instance_reuse_count: u64,
-    /// Requests one instance may serve at once (Spin's flag; Spin 4.0.2: 16).
-    #[arg(long, env = "LVD_MAX_INSTANCE_CONCURRENT_REUSE_COUNT", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Requests one instance may serve at once (Spin's flag and default).
+    #[arg(long, env = "LVD_MAX_INSTANCE_CONCURRENT_REUSE_COUNT", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     max_instance_concurrent_reuse_count: u64,
     /// Do not cache compiled components on disk.
     #[arg(long)]

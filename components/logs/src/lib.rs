@@ -22,6 +22,9 @@ use serde_json::{Value, json};
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::{http_service, variables};
 
+/// Compiled rules, kept while Spin reuses this instance (see `Compiled`).
+static COMPILED: std::sync::LazyLock<plan::Compiled> = std::sync::LazyLock::new(plan::Compiled::default);
+
 struct Ctx {
     common: Common,
     kv: SpinKv,
@@ -59,7 +62,7 @@ async fn ingest(req: Request, ctx: &Ctx) -> Result<Response, Problem> {
         Body::Batch(events) => events,
     };
     let names = parsed.iter().filter_map(|e| e.as_ref().ok()).map(|e| &e.event);
-    let plan = Plan::load(&ctx.kv, &ctx.common.db, app.id, names).await.map_err(plan_problem)?;
+    let plan = Plan::load(&ctx.kv, &ctx.common.db, &COMPILED, app.id, names).await.map_err(plan_problem)?;
     let mut judged: Vec<Judged> = Vec::with_capacity(parsed.len());
     let mut slots: Vec<Result<usize, Vec<FieldError>>> = Vec::with_capacity(parsed.len());
     for event in parsed {

@@ -1,24 +1,45 @@
-//! `lvd::kv::Redis` over Spin's outbound Redis. Opens on first use.
+//! `lvd::kv::Redis` over Spin's outbound Redis.
+//!
+//! The connection is kept for the life of the component instance, which
+//! Spin reuses for many requests (128 by default, 16 at once): opening one
+//! per request cost a TCP handshake and a Redis client setup each time. The
+//! host makes each `open` its own multiplexed connection, so requests that
+//! share it concurrently are safe, and nothing here uses per-connection
+//! state (MULTI, SELECT, subscriptions). A connection that fails is
+//! forgotten, so the next request opens a fresh one.
 
 use lvd::kv::{Arg, Redis, RedisError, Reply};
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+thread_local! {
+    /// Open connections of this instance, by address. Components are
+    /// single-threaded; the map is only touched between awaits.
+    static OPEN: RefCell<HashMap<String, Rc<redis::Connection>>> = RefCell::new(HashMap::new());
+}
 
 pub struct SpinRedis {
     url: String,
-    conn: std::cell::OnceCell<redis::Connection>,
 }
 
 impl SpinRedis {
     pub fn new(url: String) -> Self {
-        Self { url, conn: std::cell::OnceCell::new() }
+        Self { url }
     }
 
-    async fn conn(&self) -> Result<&redis::Connection, RedisError> {
-        if let Some(c) = self.conn.get() {
+    async fn conn(&self) -> Result<Rc<redis::Connection>, RedisError> {
+        if let Some(c) = OPEN.with(|open| open.borrow().get(&self.url).cloned()) {
             return Ok(c);
         }
-        let c = redis::Connection::open(&self.url).await.map_err(|e| RedisError(format!("{e:?}")))?;
-        Ok(self.conn.get_or_init(|| c))
+        let c = Rc::new(redis::Connection::open(&self.url).await.map_err(|e| RedisError(format!("{e:?}")))?);
+        OPEN.with(|open| open.borrow_mut().insert(self.url.clone(), c.clone()));
+        Ok(c)
+    }
+
+    fn forget(&self) {
+        OPEN.with(|open| open.borrow_mut().remove(&self.url));
     }
 }
 
@@ -32,7 +53,15 @@ impl Redis for SpinRedis {
                 Arg::Bytes(b) => RedisParameter::Binary(b),
             })
             .collect::<Vec<_>>();
-        let replies = conn.execute(command, args).await.map_err(|e| RedisError(format!("{e:?}")))?;
+        let replies = match conn.execute(command, args).await {
+            Ok(r) => r,
+            Err(e) => {
+                // A script or command error leaves the connection fine, but
+                // telling those apart from a dead one is not worth the risk.
+                self.forget();
+                return Err(RedisError(format!("{e:?}")));
+            }
+        };
         Ok(replies
             .into_iter()
             .map(|r| match r {

@@ -4,6 +4,7 @@
 //! back to PostgreSQL and failed writes are ignored.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 use super::EventName;
@@ -38,13 +39,47 @@ pub async fn app_for_key(kv: &impl KeyValue, db: &impl Db, key: &str) -> Result<
     Ok(app)
 }
 
+/// Compiled schemas by `(app, event, version)`, kept for the life of a
+/// component instance (Spin reuses one for many requests). Safe to keep:
+/// a version's schema never changes, and which version is current is read
+/// through the shared cache on every request. Compiling is the costly part
+/// of judging (the `jsonschema` crate checks each schema against the
+/// draft's meta-schema, rebuilt per call on wasm), so this is what makes
+/// ingest fast.
+#[derive(Default)]
+pub struct Compiled(Mutex<HashMap<(Uuid, String, i64), Arc<Schema>>>);
+
+impl Compiled {
+    /// Entries kept before the map starts over, bounding an instance's memory.
+    const MAX_ENTRIES: usize = 512;
+
+    fn get(&self, key: &(Uuid, String, i64)) -> Option<Arc<Schema>> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    fn insert(&self, key: (Uuid, String, i64), schema: Arc<Schema>) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= Self::MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(key, schema);
+        }
+    }
+}
+
 /// The compiled rules of some of an app's events.
 #[derive(Default)]
-pub struct Plan(HashMap<EventName, (i64, Schema)>);
+pub struct Plan(HashMap<EventName, (i64, Arc<Schema>)>);
 
 impl Plan {
     /// Loads the current rule of each of `events` that has one.
-    pub async fn load<'a>(kv: &impl KeyValue, db: &impl Db, app: Uuid, events: impl IntoIterator<Item = &'a EventName>) -> Result<Self, PlanError> {
+    pub async fn load<'a>(
+        kv: &impl KeyValue,
+        db: &impl Db,
+        compiled: &Compiled,
+        app: Uuid,
+        events: impl IntoIterator<Item = &'a EventName>,
+    ) -> Result<Self, PlanError> {
         let versions = versions(kv, db, app).await?;
         let mut plan = HashMap::new();
         for event in events {
@@ -52,18 +87,27 @@ impl Plan {
                 continue;
             }
             let Some(&version) = versions.get(event.as_str()) else { continue };
-            let schema = schema(kv, db, app, event.as_str(), version).await?;
-            let compiled = schema
-                .as_ref()
-                .and_then(|s| Schema::compile(s).ok())
-                .ok_or_else(|| PlanError::Compile { app, event: event.as_str().to_owned(), version })?;
-            plan.insert(event.clone(), (version, compiled));
+            let key = (app, event.as_str().to_owned(), version);
+            let schema = match compiled.get(&key) {
+                Some(s) => s,
+                None => {
+                    let raw = schema(kv, db, app, event.as_str(), version).await?;
+                    let schema = raw
+                        .as_ref()
+                        .and_then(|s| Schema::compile(s).ok())
+                        .map(Arc::new)
+                        .ok_or_else(|| PlanError::Compile { app, event: event.as_str().to_owned(), version })?;
+                    compiled.insert(key, schema.clone());
+                    schema
+                }
+            };
+            plan.insert(event.clone(), (version, schema));
         }
         Ok(Self(plan))
     }
 
     pub fn rule(&self, event: &EventName) -> Option<(i64, &Schema)> {
-        self.0.get(event).map(|(v, s)| (*v, s))
+        self.0.get(event).map(|(v, s)| (*v, s.as_ref()))
     }
 }
 
