@@ -18,7 +18,8 @@ use lvd_component::api::{self, Gate};
 use lvd_component::config::{self, Common};
 use lvd_component::http::{self as h, Response};
 use lvd_component::kv::SpinKv;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::{http_service, variables};
 
@@ -86,21 +87,46 @@ async fn ingest(req: Request, ctx: &Ctx) -> Result<Response, Problem> {
 }
 
 /// The 202 body: one result per event, in the order sent.
-fn receipt(judged: &[Judged], slots: &[Result<usize, Vec<FieldError>>], duplicates: &[bool]) -> Value {
-    let results: Vec<Value> = slots
+#[derive(Serialize)]
+struct Receipt<'a> {
+    accepted: usize,
+    duplicates: usize,
+    results: Vec<ItemResult<'a>>,
+}
+
+#[derive(Serialize)]
+struct ItemResult<'a> {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<uuid::Uuid>,
+    status: &'static str,
+    errors: Errors<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule_version: Option<i64>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Errors<'a> {
+    Rejected(&'a [FieldError]),
+    Judged(&'a [lvd::rules::Violation]),
+}
+
+fn receipt<'a>(judged: &'a [Judged], slots: &'a [Result<usize, Vec<FieldError>>], duplicates: &[bool]) -> Receipt<'a> {
+    let results = slots
         .iter()
         .enumerate()
         .map(|(index, slot)| match slot {
-            Err(errors) => json!({ "index": index, "status": "rejected", "errors": errors }),
-            Ok(i) if duplicates[*i] => json!({ "index": index, "status": "duplicate", "errors": [] }),
+            Err(errors) => ItemResult { index, id: None, status: "rejected", errors: Errors::Rejected(errors), rule_version: None },
+            Ok(i) if duplicates[*i] => ItemResult { index, id: None, status: "duplicate", errors: Errors::Rejected(&[]), rule_version: None },
             Ok(i) => {
                 let e = &judged[*i];
-                json!({ "index": index, "id": e.id, "status": e.status, "errors": e.errors, "rule_version": e.rule_version })
+                ItemResult { index, id: Some(e.id), status: e.status.as_str(), errors: Errors::Judged(&e.errors), rule_version: e.rule_version }
             }
         })
         .collect();
     let dup = duplicates.iter().filter(|d| **d).count();
-    json!({ "accepted": judged.len() - dup, "duplicates": dup, "results": results })
+    Receipt { accepted: judged.len() - dup, duplicates: dup, results }
 }
 
 /// A lone malformed event is 422; it still counts against the key's limit.

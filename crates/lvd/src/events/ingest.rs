@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Incoming, rfc3339};
@@ -86,20 +86,34 @@ pub fn judge(event: Incoming, rule: Option<(i64, &Schema)>, received_at: DateTim
 }
 
 impl Judged {
-    /// The event as `GET /api/logs` shows it.
-    pub fn view(&self) -> Value {
-        json!({
-            "id": self.id,
-            "event": self.event.event.as_str(),
-            "status": self.status,
-            "errors": self.errors,
-            "properties": self.event.properties,
-            "context": self.event.context,
-            "timestamp": self.event.timestamp.map(rfc3339),
-            "received_at": rfc3339(self.received_at),
-            "rule_version": self.rule_version,
-            "message_id": self.event.message_id,
+    /// The event as `GET /api/logs` shows it, as JSON text.
+    pub fn view(&self) -> String {
+        #[derive(Serialize)]
+        struct View<'a> {
+            id: Uuid,
+            event: &'a str,
+            status: Status,
+            errors: &'a [Violation],
+            properties: &'a Value,
+            context: &'a Option<Value>,
+            timestamp: Option<String>,
+            received_at: String,
+            rule_version: Option<i64>,
+            message_id: &'a Option<String>,
+        }
+        serde_json::to_string(&View {
+            id: self.id,
+            event: self.event.event.as_str(),
+            status: self.status,
+            errors: &self.errors,
+            properties: &self.event.properties,
+            context: &self.event.context,
+            timestamp: self.event.timestamp.map(rfc3339),
+            received_at: rfc3339(self.received_at),
+            rule_version: self.rule_version,
+            message_id: &self.event.message_id,
         })
+        .expect("an event serializes")
     }
 
     /// One line of `COPY log_entries (COLUMNS) FROM STDIN` text format.
@@ -137,8 +151,9 @@ impl Judged {
     /// another's field.
     pub fn counter_fields(&self) -> Vec<String> {
         let name = self.event.event.as_str();
-        let mut fields = vec![json!(["c", self.status.as_str(), name]).to_string()];
-        fields.extend(self.errors.iter().map(|e| json!(["e", name, e.pointer, e.keyword]).to_string()));
+        // Tuples serialize as JSON arrays, without building a `Value` first.
+        let mut fields = vec![json_text(&("c", self.status.as_str(), name))];
+        fields.extend(self.errors.iter().map(|e| json_text(&("e", name, e.pointer.as_str(), e.keyword.as_str()))));
         fields
     }
 }
@@ -147,8 +162,16 @@ impl Judged {
 pub const COPY_COLUMNS: &str =
     "id, app_id, event, status, errors, properties, context, \"timestamp\", received_at, rule_version, message_id";
 
+fn json_text<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("strings serialize")
+}
+
 /// Escapes text for `COPY ... FROM STDIN` (text format).
 fn copy_escape(text: &str, out: &mut String) {
+    if !text.bytes().any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t')) {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -189,7 +212,7 @@ if c > tonumber(ARGV[1]) then return {0, c, ttl} end
 local n = tonumber(ARGV[9])
 if n > 0 and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[8]) then return {-1, c, ttl} end
 local out = {1, c, ttl}
-local rows, incr = {}, {}
+local rows, incr, seen = {}, {}, {}
 local i = 11
 for _ = 1, n do
   local msgid, name, invalid, row, nf = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], tonumber(ARGV[i+4])
@@ -198,7 +221,8 @@ for _ = 1, n do
   if dup == 0 then
     rows[#rows + 1] = row
     for f = 1, nf do local k = ARGV[i + 4 + f]; incr[k] = (incr[k] or 0) + 1 end
-    redis.call('HSET', KEYS[5], name, ARGV[7])
+    seen[#seen + 1] = name
+    seen[#seen + 1] = ARGV[7]
     if invalid ~= '' then redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '*', 'e', invalid) end
   end
   out[#out + 1] = dup
@@ -206,6 +230,7 @@ for _ = 1, n do
 end
 if #rows > 0 then
   redis.call('XADD', KEYS[1], '*', ARGV[10], table.concat(rows))
+  redis.call('HSET', KEYS[5], unpack(seen))
   for k, v in pairs(incr) do
     redis.call('HINCRBY', KEYS[3], k, v)
     redis.call('HINCRBY', KEYS[4], k, v)
@@ -246,7 +271,7 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
         let fields = e.counter_fields();
         args.push(e.event.message_id.clone().unwrap_or_default().into());
         args.push(e.event.event.as_str().into());
-        args.push(if e.status == Status::Invalid { e.view().to_string() } else { String::new() }.into());
+        args.push(if e.status == Status::Invalid { e.view() } else { String::new() }.into());
         args.push(e.copy_line(app).into());
         args.push(Arg::Int(fields.len() as i64));
         args.extend(fields.into_iter().map(Arg::from));
