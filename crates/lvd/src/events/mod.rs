@@ -5,6 +5,7 @@
 pub mod ingest;
 pub mod plan;
 pub mod query;
+pub mod stats;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
