@@ -106,3 +106,79 @@ async fn an_event_shows_within_2_seconds_and_the_cache_counts_hits_and_misses() 
     assert!(count("hit").await >= 1, "the second read within a second is a hit");
     assert!(count("miss").await >= 2);
 }
+
+/// A Server-Sent Events reader over a streaming reply.
+struct Events {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    async fn open(app: &TestApp, token: &str, id: &str, last_event_id: Option<&str>) -> Self {
+        let mut req = app.client.get(app.url(&format!("/api/apps/{id}/live"))).bearer_auth(token);
+        if let Some(last) = last_event_id {
+            req = req.header("last-event-id", last);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        Self { resp, buf: String::new() }
+    }
+
+    /// The next event of `kind` within `within`: `(id, data)`.
+    async fn next(&mut self, kind: &str, within: Duration) -> (String, Value) {
+        let deadline = Instant::now() + within;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let field = |name: &str| frame.lines().find_map(|l| l.strip_prefix(name)).map(str::to_owned);
+                if field("event: ").as_deref() == Some(kind) {
+                    return (field("id: ").unwrap(), serde_json::from_str(&field("data: ").unwrap()).unwrap());
+                }
+            }
+            let left = deadline.checked_duration_since(Instant::now()).unwrap_or_else(|| panic!("no `{kind}` event in {within:?}"));
+            match tokio::time::timeout(left, self.resp.chunk()).await {
+                Ok(Ok(Some(chunk))) => self.buf.push_str(std::str::from_utf8(&chunk).unwrap()),
+                Ok(other) => panic!("the stream ended: {other:?}"),
+                Err(_) => panic!("no `{kind}` event in {within:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_live_stream_sends_figures_and_each_invalid_event_and_resumes_after_last_event_id() {
+    let app = spawn_app().await;
+    let token = app.signed_in("live@example.com").await;
+    let (id, key) = app.create_app(&token, "Shop").await;
+    app.put_rule(&token, &id, "pay", json!({"required": ["amount"]})).await;
+    app.ingest_ok(&key, &json!({"event": "pay"})).await; // before the stream: not replayed
+
+    let mut events = Events::open(&app, &token, &id, None).await;
+    let (first_id, figures) = events.next("stats", Duration::from_secs(3)).await;
+    assert_eq!(figures["totals"]["invalid"], 1);
+    let (second_id, _) = events.next("stats", Duration::from_secs(3)).await;
+    assert_eq!(first_id, second_id, "no invalid event arrived in between");
+
+    let sent = Instant::now();
+    let reply = app.ingest_ok(&key, &json!({"batch": [{"event": "pay", "properties": {"amount": 1}}, {"event": "pay", "properties": {"n": 1}}]})).await;
+    let (invalid_id, invalid) = events.next("invalid", Duration::from_secs(3)).await;
+    eprintln!("the invalid event arrived {} ms after its 202", sent.elapsed().as_millis());
+    assert_eq!(invalid["id"], reply["results"][1]["id"]);
+    assert_eq!(invalid["properties"], json!({"n": 1}));
+    assert_eq!((invalid["errors"][0]["pointer"].as_str(), invalid["errors"][0]["keyword"].as_str()), (Some("/amount"), Some("required")));
+    let (after_id, figures) = events.next("stats", Duration::from_secs(3)).await;
+    assert_eq!(after_id, invalid_id, "stats carry the position of the last invalid event");
+    assert_eq!(figures["totals"]["valid"], 1);
+    drop(events);
+
+    // Missed while disconnected: delivered on reconnect, nothing earlier.
+    app.ingest_ok(&key, &json!({"event": "pay", "properties": {"missed": true}})).await;
+    let mut resumed = Events::open(&app, &token, &id, Some(&invalid_id)).await;
+    let (_, missed) = resumed.next("invalid", Duration::from_secs(3)).await;
+    assert_eq!(missed["properties"], json!({"missed": true}));
+
+    let mallory = app.signed_in("mallory@example.com").await;
+    let resp = app.client.get(app.url(&format!("/api/apps/{id}/live"))).bearer_auth(&mallory).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+}

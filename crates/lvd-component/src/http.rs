@@ -119,7 +119,7 @@ pub fn cookie(req: &Request, name: &str) -> Option<String> {
 }
 
 /// Adds `RateLimit-*` headers (and `Retry-After` when refused).
-pub fn with_rate_limit(mut resp: Response, d: &Decision) -> Response {
+pub fn with_rate_limit<B>(mut resp: http::Response<B>, d: &Decision) -> http::Response<B> {
     let h = resp.headers_mut();
     h.insert("ratelimit-limit", d.limit.into());
     h.insert("ratelimit-remaining", d.remaining.into());

@@ -20,6 +20,7 @@ thread_local! {
     static OPEN: RefCell<HashMap<String, Rc<redis::Connection>>> = RefCell::new(HashMap::new());
 }
 
+#[derive(Clone)]
 pub struct SpinRedis {
     url: String,
 }

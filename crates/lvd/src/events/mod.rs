@@ -3,6 +3,7 @@
 //! field errors (pointers relative to the event) instead of failing a batch.
 
 pub mod ingest;
+pub mod live;
 pub mod plan;
 pub mod query;
 pub mod stats;
