@@ -1,0 +1,51 @@
+//! The dashboard page. `/` redirects to `/dashboard`; `/dashboard` is one
+//! HTML page whose script talks to the public API like any client; its
+//! assets are served from `/assets/<name>.<hash>.<ext>`, immutable.
+//!
+//! Everything comes from this origin: the Content-Security-Policy allows
+//! nothing else (no CDN, no inline script or style, no framing).
+
+use lvd::problem::Problem;
+use lvd_component::http as h;
+use spin_sdk::http::{IntoResponse, Method, Request};
+use spin_sdk::http_service;
+
+include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+const DASHBOARD: &str = include_str!(concat!(env!("OUT_DIR"), "/dashboard.html"));
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+                   font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+#[http_service]
+async fn handle(req: Request) -> impl IntoResponse {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return h::problem(&Problem::method_not_allowed());
+    }
+    let path = req.uri().path();
+    match path {
+        "/" => redirect("/dashboard"),
+        "/dashboard" | "/dashboard/" => page(DASHBOARD, "text/html; charset=utf-8", "no-cache"),
+        _ => match ASSETS.iter().find(|(url, _, _)| *url == path) {
+            Some((_, content_type, text)) => page(text, content_type, "public, max-age=31536000, immutable"),
+            None => h::problem(&Problem::not_found()),
+        },
+    }
+}
+
+fn page(text: &str, content_type: &'static str, cache: &'static str) -> h::Response {
+    let mut resp = http::Response::new(text.to_owned());
+    let headers = resp.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static(cache));
+    headers.insert(http::header::CONTENT_SECURITY_POLICY, http::HeaderValue::from_static(CSP));
+    headers.insert(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff"));
+    headers.insert(http::header::REFERRER_POLICY, http::HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+fn redirect(to: &'static str) -> h::Response {
+    let mut resp = http::Response::new(String::new());
+    *resp.status_mut() = http::StatusCode::FOUND;
+    resp.headers_mut().insert(http::header::LOCATION, http::HeaderValue::from_static(to));
+    resp
+}

@@ -1,0 +1,129 @@
+// Drives the dashboard page in Debian's headless Chromium as a new user:
+// sign up, read the code from MailDev, verify, create an app, add a rule,
+// send events through the API, and watch the counts and the invalid event
+// appear without reloading. Exits non-zero on the first failed expectation.
+//   node dashboard.mjs <app url> <maildev url> <screenshot dir>
+import { createRequire } from "node:module";
+import assert from "node:assert/strict";
+
+const require = createRequire(new URL("../../.tools/package.json", import.meta.url));
+const { chromium } = require("playwright-core");
+const [base, maildev, shots] = process.argv.slice(2);
+const email = `browser-${Date.now()}@example.com`;
+const password = "correct horse battery staple";
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+const page = await context.newPage();
+const violations = [];
+page.on("console", (m) => { if (/Content Security Policy|Refused to/.test(m.text())) violations.push(m.text()); });
+page.on("pageerror", (e) => violations.push(`page error: ${e.message}`));
+const external = [];
+page.on("request", (r) => { if (!r.url().startsWith(base)) external.push(r.url()); });
+
+async function code() {
+  for (let i = 0; i < 100; i++) {
+    const mails = await (await fetch(`${maildev}/api/email`)).json();
+    const mail = mails.find((m) => m.to.some((t) => t.address === email));
+    if (mail) return mail.text.match(/\b\d{6}\b/)[0];
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error("no code arrived");
+}
+
+try {
+  // / redirects to the page; sign up and verify with the emailed code.
+  await page.goto(`${base}/`);
+  assert.equal(new URL(page.url()).pathname, "/dashboard");
+  const signUp = page.locator("#sign-up-form");
+  await signUp.getByLabel("Email").fill(email);
+  await signUp.getByLabel(/Password/).fill(password);
+  await signUp.getByRole("button", { name: "Sign up" }).click();
+  await page.locator("#verify-form").waitFor();
+  await page.getByLabel("Code").fill(await code());
+  await page.getByRole("button", { name: "Verify" }).click();
+  await page.locator("#who-email", { hasText: email }).waitFor();
+
+  // Nothing of the session is in storage the page's scripts can read.
+  const stored = await page.evaluate(() => JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie);
+  assert.equal(stored, "{}{}", "no token in localStorage, sessionStorage or a script-visible cookie");
+
+  // Create an app: the key is shown once with a ready curl command.
+  await page.locator("#apps-empty").waitFor();
+  await page.getByLabel("New app name").fill("Browser shop");
+  await page.getByRole("button", { name: "Create app" }).click();
+  await page.locator("#key-value", { hasText: "lvd_ingest_" }).waitFor();
+  const key = (await page.locator("#key-value").textContent()).trim();
+  assert.match(key, /^lvd_ingest_/);
+  assert.ok((await page.locator("#curl-example").textContent()).includes(key));
+  await page.screenshot({ path: `${shots}/01-app-created.png`, fullPage: true });
+
+  // A rule, with the server's inline error for a schema that does not compile first.
+  await page.getByRole("button", { name: "Browser shop" }).click();
+  await page.getByRole("button", { name: "Rules" }).click();
+  const rule = page.locator("#rule-form");
+  await rule.getByLabel("Event", { exact: true }).fill("checkout");
+  await rule.getByLabel(/JSON Schema/).fill('{"type": "object", "properties": {"amount": {"type": "numbr"}}}');
+  await rule.getByRole("button", { name: "Save rule" }).click();
+  await rule.locator(".errors li", { hasText: "/schema/properties/amount" }).waitFor();
+  await rule.getByLabel(/JSON Schema/).fill('{"type": "object", "required": ["plan"], "properties": {"plan": {"enum": ["free", "pro"]}, "amount": {"type": "number"}}}');
+  await rule.getByRole("button", { name: "Save rule" }).click();
+  await page.locator("#versions li", { hasText: "v1" }).waitFor();
+  await page.locator("#test-form").getByLabel("Properties").fill('{"plan": "gold"}');
+  await page.locator("#test-form").getByRole("button", { name: "Test" }).click();
+  await page.locator("#test-result", { hasText: "invalid" }).waitFor();
+
+  // Live view: empty first, then the events sent through the API appear.
+  await page.getByRole("button", { name: "Live" }).click();
+  await page.locator("#live-state", { hasText: "Live" }).waitFor();
+  await page.locator("#live-empty").waitFor();
+  const send = async (body) => {
+    const r = await fetch(`${base}/api/logs`, { method: "POST", headers: { "Content-Type": "application/json", "X-Api-Key": key }, body: JSON.stringify(body) });
+    assert.equal(r.status, 202);
+  };
+  await send({ batch: [
+    { event: "checkout", properties: { plan: "pro", amount: 49 } },
+    { event: "checkout", properties: { plan: "pro", amount: 9 } },
+    { event: "signup", properties: {} },
+  ] });
+  await send({ event: "checkout", properties: { plan: "gold", amount: "49" } });
+  await page.locator(".total.valid .n", { hasText: /^2$/ }).waitFor({ timeout: 5000 });
+  await page.locator(".total.invalid .n", { hasText: /^1$/ }).waitFor({ timeout: 5000 });
+  await page.locator(".total.unplanned .n", { hasText: /^1$/ }).waitFor({ timeout: 5000 });
+  await page.locator("#by-event tbody tr", { hasText: "checkout" }).waitFor();
+  await page.locator("#top-errors tbody tr", { hasText: "/plan" }).waitFor();
+  const item = page.locator("#tail .tail-item", { hasText: "checkout" });
+  await item.waitFor({ timeout: 5000 });
+  await page.screenshot({ path: `${shots}/02-live-view.png`, fullPage: true });
+
+  // The invalid event opens with its errors and the failing fields marked.
+  await item.click();
+  await page.locator("#detail-errors li", { hasText: "enum" }).waitFor();
+  const marked = await page.locator("#detail-json mark").allTextContents();
+  assert.ok(marked.some((m) => m.includes('"plan"')) && marked.some((m) => m.includes('"amount"')), `marked: ${marked}`);
+  await page.screenshot({ path: `${shots}/03-invalid-event.png`, fullPage: true });
+
+  // On a phone-sized screen the page still fits.
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `the page is ${overflow}px wider than a phone`);
+  await page.screenshot({ path: `${shots}/04-phone.png`, fullPage: true });
+
+  // Sign out; a reload stays signed out (the refresh cookie was revoked).
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.reload();
+  await page.locator("#sign-in-form").waitFor();
+
+  assert.deepEqual(violations, [], "no CSP violations or script errors");
+  assert.deepEqual(external, [], "nothing loaded from another origin");
+  console.log(`ok: screenshots in ${shots}`);
+} catch (err) {
+  await page.screenshot({ path: `${shots}/failure.png`, fullPage: true }).catch(() => {});
+  console.error(err);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
