@@ -3,8 +3,7 @@
 //! every runtime instance; the decision that binds goes into the reply's
 //! `RateLimit-*` headers.
 
-use lvd::auth::service::{AuthError, authenticate};
-use lvd::auth::tokens::Claims;
+use lvd::auth::tokens::{self, Claims};
 use lvd::limits::{self, Decision, Limit};
 use lvd::problem::Problem;
 use spin_sdk::http::Request;
@@ -21,29 +20,26 @@ pub struct Gate<'a> {
 }
 
 /// Either the caller and the binding limit decision, or the reply to send.
+/// The token's signature and expiry are checked here; the per-IP limit, the
+/// deny-list and the per-user limit in one Redis round trip.
 pub async fn admit(gate: &Gate<'_>, req: &Request) -> Result<(Claims, Decision), Response> {
     let ip = h::client_ip(req, gate.trusted_proxies).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let by_ip = limits::hit(gate.redis, gate.per_ip, &ip).await.map_err(|_| unavailable())?;
-    if !by_ip.allowed {
-        return Err(h::with_rate_limit(h::problem(&h::rate_limited()), &by_ip));
+    let claims = h::bearer(req).and_then(|token| tokens::verify_access(gate.jwt_secret, &token));
+    let ids = claims.as_ref().map(|c| (c.jti.to_string(), c.sub.to_string()));
+    let decided = limits::gate(gate.redis, gate.per_ip, &ip, ids.as_ref().map(|(j, u)| (j.as_str(), u.as_str())), gate.per_user)
+        .await
+        .map_err(|_| unavailable())?;
+    if !decided.ip.allowed {
+        return Err(h::with_rate_limit(h::problem(&h::rate_limited()), &decided.ip));
     }
-    let claims = match h::bearer(req) {
-        Some(token) => authenticate(gate.redis, gate.jwt_secret, &token).await,
-        None => Err(AuthError::InvalidToken),
+    let (Some(claims), false, Some(by_user)) = (claims, decided.denied, decided.user) else {
+        let p = Problem::new(401, "invalid_token", "The token is missing, expired, revoked or invalid.");
+        return Err(h::with_rate_limit(h::problem(&p), &decided.ip));
     };
-    let claims = match claims {
-        Ok(c) => c,
-        Err(AuthError::Redis(_)) => return Err(unavailable()),
-        Err(_) => {
-            let p = Problem::new(401, "invalid_token", "The token is missing, expired, revoked or invalid.");
-            return Err(h::with_rate_limit(h::problem(&p), &by_ip));
-        }
-    };
-    let by_user = limits::hit(gate.redis, gate.per_user, &claims.sub.to_string()).await.map_err(|_| unavailable())?;
-    let binding = if by_user.remaining <= by_ip.remaining { by_user } else { by_ip };
     if !by_user.allowed {
         return Err(h::with_rate_limit(h::problem(&h::rate_limited()), &by_user));
     }
+    let binding = if by_user.remaining <= decided.ip.remaining { by_user } else { decided.ip };
     Ok((claims, binding))
 }
 
