@@ -36,6 +36,10 @@ type Body = UnsyncBoxBody<Bytes, ErrorCode>;
 /// drops one. `std` lock: held only to clone or replace an `Arc`.
 pub type Components = Arc<RwLock<HashMap<String, Arc<ProxyHandler<ComponentHandler>>>>>;
 
+/// Oversized bodies up to this size are read and dropped before the 413.
+const DRAIN_LIMIT_BYTES: u64 = 16 << 20;
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct HttpTrigger {
     pub router: Router,
     pub components: Components,
@@ -110,6 +114,13 @@ impl HttpTrigger {
         if let Some(len) = req.body().size_hint().exact()
             && len > self.max_body_bytes as u64
         {
+            // A client still writing its body would see a reset connection,
+            // not the 413, if we closed now: read and discard a moderately
+            // oversized body first (a far larger one is not worth reading).
+            if len <= DRAIN_LIMIT_BYTES {
+                let mut body = req.into_body();
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while let Some(Ok(_)) = body.frame().await {} }).await;
+            }
             return (route, component, too_large(self.max_body_bytes));
         }
         let handler = self.components.read().unwrap().get(&component).cloned();
