@@ -6,11 +6,9 @@ mod apps;
 mod rules;
 
 use lvd::cache::KvError;
-use lvd::db::DbError;
-use lvd::limits::Limit;
 use lvd::problem::Problem;
 use lvd_component::api::{self, Gate};
-use lvd_component::config::{self, Common};
+use lvd_component::config::Common;
 use lvd_component::http::{self as h, Response};
 use lvd_component::kv::SpinKv;
 use spin_sdk::http::{IntoResponse, Method, Request};
@@ -20,18 +18,11 @@ use uuid::Uuid;
 pub(crate) struct Ctx {
     common: Common,
     kv: SpinKv,
-    per_ip: u64,
-    per_user: u64,
 }
 
 impl Ctx {
     async fn load() -> Result<Self, variables::Error> {
-        Ok(Self {
-            common: Common::load().await?,
-            kv: SpinKv::default(),
-            per_ip: config::number("rate_limit_api_per_ip", 1000).await?,
-            per_user: config::number("rate_limit_api_per_user", 200).await?,
-        })
+        Ok(Self { common: Common::load().await?, kv: SpinKv::default() })
     }
 }
 
@@ -44,13 +35,7 @@ async fn handle(req: Request) -> impl IntoResponse {
             return h::problem(&Problem::internal());
         }
     };
-    let gate = Gate {
-        redis: &ctx.common.redis,
-        jwt_secret: &ctx.common.jwt_secret,
-        per_ip: Limit { name: "api_ip", max: ctx.per_ip, window_secs: 60 },
-        per_user: Limit { name: "api_user", max: ctx.per_user, window_secs: 60 },
-        trusted_proxies: &ctx.common.trusted_proxies,
-    };
+    let gate = Gate::for_api(&ctx.common).await;
     let (claims, decision) = match api::admit(&gate, &req).await {
         Ok(admitted) => admitted,
         Err(resp) => return resp,
@@ -92,14 +77,7 @@ pub(crate) async fn owned_app(ctx: &Ctx, owner: Uuid, raw: &str) -> Result<lvd::
     lvd::apps::store::get(&ctx.common.db, owner, id).await.map_err(db_problem)?.ok_or_else(Problem::not_found)
 }
 
-/// Database faults: 503 when it is unreachable, an opaque 500 otherwise.
-pub(crate) fn db_problem(e: DbError) -> Problem {
-    eprintln!("apps: database error: {e}");
-    match e {
-        DbError::Unavailable(_) => Problem::unavailable("The database is unavailable; try again shortly."),
-        _ => Problem::internal(),
-    }
-}
+pub(crate) use h::db_problem;
 
 /// A change committed but its cache entry could not be dropped: 503, so the
 /// client retries and the change is not assumed to be live everywhere.

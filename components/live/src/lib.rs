@@ -17,15 +17,14 @@
 //! Redis (`lvd:metrics:cache:stats:{hit,miss}`) for `/metrics`.
 
 use lvd::cache;
-use lvd::db::DbError;
 use lvd::events::live;
 use lvd::events::stats::{self, Window};
 use lvd::kv::{Redis, RedisError};
-use lvd::limits::{Decision, Limit};
+use lvd::limits::Decision;
 use lvd::problem::{FieldError, Problem};
 use lvd_component::api::{self, Gate};
-use lvd_component::config::{self, Common};
-use lvd_component::http::{self as h, Response};
+use lvd_component::config::Common;
+use lvd_component::http::{self as h, Response, db_problem};
 use lvd_component::kv::SpinKv;
 use lvd_component::redis::SpinRedis;
 use futures::SinkExt;
@@ -60,13 +59,7 @@ async fn handle(req: Request) -> Wasi {
             return h::problem(&Problem::internal()).into_response();
         }
     };
-    let gate = Gate {
-        redis: &common.redis,
-        jwt_secret: &common.jwt_secret,
-        per_ip: Limit { name: "api_ip", max: config::number("rate_limit_api_per_ip", 1000).await.unwrap_or(1000), window_secs: 60 },
-        per_user: Limit { name: "api_user", max: config::number("rate_limit_api_per_user", 200).await.unwrap_or(200), window_secs: 60 },
-        trusted_proxies: &common.trusted_proxies,
-    };
+    let gate = Gate::for_api(&common).await;
     let (claims, decision) = match api::admit(&gate, &req).await {
         Ok(admitted) => admitted,
         Err(resp) => return resp.into_response(),
@@ -209,10 +202,3 @@ fn redis_problem(e: RedisError) -> Problem {
     Problem::unavailable("Live figures are unavailable; try again shortly.")
 }
 
-fn db_problem(e: DbError) -> Problem {
-    eprintln!("live: database error: {e}");
-    match e {
-        DbError::Unavailable(_) => Problem::unavailable("The database is unavailable; try again shortly."),
-        _ => Problem::internal(),
-    }
-}

@@ -7,7 +7,6 @@
 //! sender may carry many users' events from one address.
 
 use lvd::cache::IngestApp;
-use lvd::db::DbError;
 use lvd::events::ingest::{self, Judged, Outcome, Settings};
 use lvd::events::plan::{self, Plan, PlanError};
 use lvd::events::query::{self, LogQuery};
@@ -16,7 +15,7 @@ use lvd::limits::{self, Decision, Limit};
 use lvd::problem::{FieldError, Problem};
 use lvd_component::api::{self, Gate};
 use lvd_component::config::{self, Common};
-use lvd_component::http::{self as h, Response};
+use lvd_component::http::{self as h, Response, db_problem};
 use lvd_component::kv::SpinKv;
 use serde::Serialize;
 use serde_json::json;
@@ -147,13 +146,7 @@ async fn settings(app: &IngestApp) -> Result<Settings, variables::Error> {
 }
 
 async fn list(req: Request, ctx: &Ctx) -> Result<Response, Problem> {
-    let gate = Gate {
-        redis: &ctx.common.redis,
-        jwt_secret: &ctx.common.jwt_secret,
-        per_ip: Limit { name: "api_ip", max: config::number("rate_limit_api_per_ip", 1000).await.unwrap_or(1000), window_secs: 60 },
-        per_user: Limit { name: "api_user", max: config::number("rate_limit_api_per_user", 200).await.unwrap_or(200), window_secs: 60 },
-        trusted_proxies: &ctx.common.trusted_proxies,
-    };
+    let gate = Gate::for_api(&ctx.common).await;
     let (claims, decision) = match api::admit(&gate, &req).await {
         Ok(admitted) => admitted,
         Err(resp) => return Ok(resp),
@@ -167,14 +160,6 @@ async fn list(req: Request, ctx: &Ctx) -> Result<Response, Problem> {
     .await
     .unwrap_or_else(|p| h::problem(&p));
     Ok(h::with_rate_limit(resp, &decision))
-}
-
-fn db_problem(e: DbError) -> Problem {
-    eprintln!("logs: database error: {e}");
-    match e {
-        DbError::Unavailable(_) => Problem::unavailable("The database is unavailable; try again shortly."),
-        _ => Problem::internal(),
-    }
 }
 
 fn plan_problem(e: PlanError) -> Problem {

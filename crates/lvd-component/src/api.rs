@@ -8,6 +8,7 @@ use lvd::limits::{self, Decision, Limit};
 use lvd::problem::Problem;
 use spin_sdk::http::Request;
 
+use crate::config::{self, Common};
 use crate::http::{self as h, Response};
 use crate::redis::SpinRedis;
 
@@ -17,6 +18,21 @@ pub struct Gate<'a> {
     pub per_ip: Limit,
     pub per_user: Limit,
     pub trusted_proxies: &'a [std::net::IpAddr],
+}
+
+impl<'a> Gate<'a> {
+    /// The `/api` gate, its limits read from the component's variables
+    /// (`rate_limit_api_per_ip`, `rate_limit_api_per_user`).
+    pub async fn for_api(common: &'a Common) -> Self {
+        let max = async |name: &str, default: u64| config::number(name, default).await.unwrap_or(default);
+        Self {
+            redis: &common.redis,
+            jwt_secret: &common.jwt_secret,
+            per_ip: Limit { name: "api_ip", max: max("rate_limit_api_per_ip", 1000).await, window_secs: 60 },
+            per_user: Limit { name: "api_user", max: max("rate_limit_api_per_user", 200).await, window_secs: 60 },
+            trusted_proxies: &common.trusted_proxies,
+        }
+    }
 }
 
 /// Either the caller and the binding limit decision, or the reply to send.

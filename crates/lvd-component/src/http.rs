@@ -130,6 +130,16 @@ pub fn with_rate_limit<B>(mut resp: http::Response<B>, d: &Decision) -> http::Re
     resp
 }
 
+/// Database faults: 503 when it is unreachable, an opaque 500 otherwise;
+/// the cause goes to the log, never to the client.
+pub fn db_problem(e: lvd::db::DbError) -> Problem {
+    eprintln!("database error: {e}");
+    match e {
+        lvd::db::DbError::Unavailable(_) => Problem::unavailable("The database is unavailable; try again shortly."),
+        _ => Problem::internal(),
+    }
+}
+
 pub fn rate_limited() -> Problem {
     Problem::new(429, "rate_limited", "Too many requests; retry after the time in Retry-After.")
 }
