@@ -96,6 +96,11 @@ pub async fn try_execute_task(deps: &Deps, max: usize, block: Duration) -> Resul
 /// in flight; then waits for those to finish (up to `drain`).
 pub async fn run(deps: Arc<Deps>, concurrency: usize, mut shutdown: tokio::sync::watch::Receiver<bool>, drain: Duration) {
     let permits = Arc::new(Semaphore::new(concurrency));
+    // Entries this worker is sending. A send slower than `reclaim_idle`
+    // looks abandoned, and XAUTOCLAIM hands it back to its own worker: such
+    // an entry must not be sent a second time. A std Mutex: held only to
+    // insert, remove or test an id, never across an await.
+    let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
     let mut failures = 0u32;
     while !*shutdown.borrow() {
         let free = permits.available_permits();
@@ -124,13 +129,17 @@ pub async fn run(deps: Arc<Deps>, concurrency: usize, mut shutdown: tokio::sync:
             }
         };
         for entry in entries {
+            if !in_flight.lock().expect("never poisoned").insert(entry.id.clone()) {
+                continue; // reclaimed from ourselves while still sending it
+            }
             let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
-            let deps = deps.clone();
+            let (deps, in_flight) = (deps.clone(), in_flight.clone());
             tokio::spawn(async move {
                 if let Err(e) = execute(&deps, &entry).await {
                     // The entry stays pending and will be reclaimed.
                     tracing::error!(entry = %entry.id, "could not settle entry: {e:#}");
                 }
+                in_flight.lock().expect("never poisoned").remove(&entry.id);
                 drop(permit);
             });
         }
