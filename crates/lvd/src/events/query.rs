@@ -117,14 +117,13 @@ pub async fn page(db: &impl Db, q: &LogQuery, retention_days: i64) -> Result<(Ve
             ],
         )
         .await?;
-    let mut items = rows.iter().take(q.limit as usize).map(item).collect::<Result<Vec<_>, _>>()?;
+    let items = rows.iter().take(q.limit as usize).map(item).collect::<Result<Vec<_>, _>>()?;
     let next = if rows.len() as i64 > q.limit {
         let last = &rows[q.limit as usize - 1];
         Some(encode_cursor(last.timestamp(7)?, last.uuid(0)?))
     } else {
         None
     };
-    items.shrink_to_fit();
     Ok((items, next))
 }
 
