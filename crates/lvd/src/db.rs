@@ -3,12 +3,38 @@
 //! statement lives in this crate, written once and tested against real
 //! PostgreSQL through both.
 //!
-//! Parameters and values are the few types the app needs. Times are never
-//! passed as parameters (Spin maps them to `timestamp`, not `timestamptz`):
-//! statements compute them with `now()` or take text cast with `::timestamptz`.
+//! Parameters and values are the few types the app needs.
+//!
+//! Times are stored as `timestamptz` (an instant, whatever the session's time
+//! zone) but never cross the boundary as one: Spin 4.0.2's PostgreSQL host
+//! (`factor-outbound-pg/src/types.rs`, still so on its main branch) reads
+//! `timestamp` and `timestamptz` columns alike as a naive date-time, which
+//! tokio-postgres refuses for `timestamptz`, so every such read fails there.
+//! Statements therefore select times through [`utc!`] (`col AT TIME ZONE
+//! 'UTC'`, a `timestamp` holding the UTC wall clock), which Spin converts, and
+//! [`Row::timestamp`] reads that back as UTC. The other way, times are never
+//! passed as parameters (Spin maps a `datetime` parameter to `timestamp`):
+//! statements compute them with `now()` or take RFC 3339 text cast with
+//! `::timestamptz`. Keeping `timestamptz` columns, rather than `timestamp`
+//! ones holding UTC, keeps `now()` and comparisons correct in any session
+//! time zone; the cost is this one rule for selects, which the local runtime
+//! enforces exactly as Spin does.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+/// Selects a `timestamptz` column as the `timestamp` of its UTC wall clock,
+/// the form Spin's PostgreSQL host can read (see the module docs):
+/// `utc!("created_at")` is `"created_at AT TIME ZONE 'UTC'"`. Rows are read
+/// by position, so the expression needs no alias, and having none keeps an
+/// `ORDER BY created_at` on the column (and its index) rather than on the
+/// expression.
+#[macro_export]
+macro_rules! utc {
+    ($column:literal) => {
+        concat!($column, " AT TIME ZONE 'UTC'")
+    };
+}
 
 /// A statement parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +103,7 @@ pub enum Value {
     Bytes(Vec<u8>),
     Uuid(Uuid),
     Json(serde_json::Value),
+    /// A `timestamp` column, read as UTC (select `timestamptz` through [`utc!`]).
     Timestamp(DateTime<Utc>),
     /// A type the app does not read; named for error messages.
     Other(String),
@@ -184,7 +211,7 @@ impl Row {
     pub fn timestamp(&self, i: usize) -> Result<DateTime<Utc>, DbError> {
         match self.at(i)? {
             Value::Timestamp(v) => Ok(*v),
-            _ => Err(self.mismatch(i, "timestamptz")),
+            _ => Err(self.mismatch(i, "timestamp (a timestamptz selected through utc!)")),
         }
     }
 

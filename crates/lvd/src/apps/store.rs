@@ -15,7 +15,7 @@ pub struct App {
     pub created_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, name, retention_days, created_at";
+const COLUMNS: &str = concat!("id, name, retention_days, ", crate::utc!("created_at"));
 
 fn app(r: &Row) -> Result<App, DbError> {
     Ok(App { id: r.uuid(0)?, name: r.text(1)?, retention_days: r.i64(2)?, created_at: r.timestamp(3)? })

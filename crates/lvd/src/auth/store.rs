@@ -17,7 +17,7 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, is_active, created_at";
+const USER_COLUMNS: &str = concat!("id, email, password_hash, is_active, ", crate::utc!("created_at"));
 
 fn user(row: &crate::db::Row) -> Result<User, DbError> {
     Ok(User {

@@ -94,7 +94,12 @@ pub async fn page(db: &impl Db, q: &LogQuery, retention_days: i64) -> Result<(Ve
     let text = |t: Option<DateTime<Utc>>| t.map_or(Param::Null, |t| Param::Text(rfc3339(t)));
     let rows = db
         .query(
-            "SELECT id, event, status, errors, properties, context, \"timestamp\", received_at, rule_version, message_id \
+            concat!(
+                "SELECT id, event, status, errors, properties, context, ",
+                crate::utc!("\"timestamp\""),
+                ", ",
+                crate::utc!("received_at"),
+                ", rule_version, message_id \
              FROM log_entries \
              WHERE app_id = $1 \
                AND ($2::text IS NULL OR status = $2) \
@@ -103,7 +108,8 @@ pub async fn page(db: &impl Db, q: &LogQuery, retention_days: i64) -> Result<(Ve
                AND ($5::text IS NULL OR received_at < $5::text::timestamptz) \
                AND ($6::text IS NULL OR (received_at, id) < ($6::text::timestamptz, $7::uuid)) \
              ORDER BY received_at DESC, id DESC \
-             LIMIT $9",
+             LIMIT $9"
+            ),
             &[
                 q.app.into(),
                 q.status.into(),

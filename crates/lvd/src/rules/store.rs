@@ -17,7 +17,7 @@ pub struct Rule {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "event, version, schema, description, created_at";
+const COLUMNS: &str = concat!("event, version, schema, description, ", crate::utc!("created_at"));
 
 fn rule(r: &Row) -> Result<Rule, DbError> {
     Ok(Rule { event: r.text(0)?, version: r.i64(1)?, schema: r.json(2)?, description: r.opt_text(3)?, updated_at: r.timestamp(4)? })
