@@ -74,12 +74,7 @@ async fn handle(req: Request) -> Wasi {
 type Wasi = Result<types::Response, types::ErrorCode>;
 
 async fn route(req: &Request, common: &Common, caller: Uuid, decision: &Decision) -> Result<Wasi, Problem> {
-    let app: Uuid = req
-        .headers()
-        .get("spin-path-match-app")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(Problem::not_found)?;
+    let app: Uuid = h::spin_header(req, "spin-path-match-app").and_then(|v| v.parse().ok()).ok_or_else(Problem::not_found)?;
     let path = req.uri().path().trim_end_matches('/');
     match (req.method(), path.rsplit('/').next()) {
         (&Method::GET, Some("stats")) => Ok(h::with_rate_limit(figures(req, common, caller, app).await?, decision).into_response()),

@@ -1,4 +1,5 @@
-//! The dashboard page. `/` redirects to `/dashboard`; `/dashboard` is one
+//! The dashboard page, and the 404 of every path nothing else serves.
+//! `/` redirects to `/dashboard`; `/dashboard` is one
 //! HTML page whose script talks to the public API like any client; its
 //! assets are served from `/assets/<name>.<hash>.<ext>`, immutable.
 //!
@@ -16,19 +17,24 @@ const DASHBOARD: &str = include_str!(concat!(env!("OUT_DIR"), "/dashboard.html")
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
                    font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// Also the app's catch-all route (`/...`): a path no other component
+/// serves is a 404 problem here, whatever the method, because the runtimes'
+/// own 404 is an empty body (Spin's), not the contract's problem document.
 #[http_service]
 async fn handle(req: Request) -> impl IntoResponse {
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return h::problem(&Problem::method_not_allowed());
-    }
     let path = req.uri().path();
-    match path {
-        "/" => redirect("/dashboard"),
-        "/dashboard" | "/dashboard/" => page(DASHBOARD, "text/html; charset=utf-8", "no-cache"),
-        _ => match ASSETS.iter().find(|(url, _, _)| *url == path) {
-            Some((_, content_type, text)) => page(text, content_type, "public, max-age=31536000, immutable"),
-            None => h::problem(&Problem::not_found()),
-        },
+    let found = match path {
+        "/" => Some(redirect("/dashboard")),
+        "/dashboard" | "/dashboard/" => Some(page(DASHBOARD, "text/html; charset=utf-8", "no-cache")),
+        _ => ASSETS
+            .iter()
+            .find(|(url, _, _)| *url == path)
+            .map(|(_, content_type, text)| page(text, content_type, "public, max-age=31536000, immutable")),
+    };
+    match found {
+        None => h::problem(&Problem::not_found()),
+        Some(_) if !matches!(*req.method(), Method::GET | Method::HEAD) => h::problem(&Problem::method_not_allowed()),
+        Some(resp) => resp,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The contract's HTTP conventions, once for every component.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use lvd::limits::Decision;
 use lvd::problem::{self, Problem};
 use serde::Serialize;
@@ -36,8 +36,17 @@ pub fn problem(p: &Problem) -> Response {
     resp
 }
 
+/// Oversized bodies up to this size are read and dropped before the 413.
+const DRAIN_LIMIT_BYTES: usize = 16 << 20;
+
 /// Reads a JSON request body: 415 unless the media type is
 /// `application/json` (parameters such as charset allowed), 413 past 1 MiB.
+///
+/// Spin has no request-body limit of its own, so this is the contract's.
+/// A client still writing an oversized body would see a reset connection
+/// rather than the 413 if the reply went out at once; so a body up to 16 MiB
+/// is read to its end and dropped first (nothing past 1 MiB is kept), and
+/// one declared larger than that is refused without reading.
 pub async fn json_body(req: Request) -> Result<Bytes, Problem> {
     let is_json = req
         .headers()
@@ -48,25 +57,57 @@ pub async fn json_body(req: Request) -> Result<Bytes, Problem> {
     if !is_json {
         return Err(Problem::unsupported_media_type());
     }
-    let body = Limited::new(req.into_body(), MAX_BODY_BYTES);
-    match body.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() || format!("{e:?}").contains("BodySize") => {
-            Err(Problem::payload_too_large())
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        if declared.is_some_and(|n| n <= DRAIN_LIMIT_BYTES as u64) {
+            drain(std::pin::pin!(req.into_body()), DRAIN_LIMIT_BYTES).await;
         }
-        Err(_) => Err(Problem::new(400, "bad_request", "The request body could not be read.")),
+        return Err(Problem::payload_too_large());
     }
+    let mut body = std::pin::pin!(req.into_body());
+    let mut kept = bytes::BytesMut::new();
+    while let Some(frame) = body.as_mut().frame().await {
+        let Ok(frame) = frame else {
+            return Err(Problem::new(400, "bad_request", "The request body could not be read."));
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if kept.len() + data.len() > MAX_BODY_BYTES {
+            drain(body, DRAIN_LIMIT_BYTES.saturating_sub(kept.len() + data.len())).await;
+            return Err(Problem::payload_too_large());
+        }
+        kept.extend_from_slice(&data);
+    }
+    Ok(kept.freeze())
+}
+
+/// Reads and drops up to `budget` more bytes of a body.
+async fn drain<B: http_body::Body>(mut body: std::pin::Pin<&mut B>, mut budget: usize) {
+    while let Some(Ok(frame)) = body.as_mut().frame().await {
+        let n = frame.data_ref().map_or(0, bytes::Buf::remaining);
+        if n >= budget {
+            return;
+        }
+        budget -= n;
+    }
+}
+
+/// A header Spin sets (`spin-client-addr`, `spin-full-url`,
+/// `spin-path-match-*`): its last value. Spin 4.0.2 hands the guest the
+/// client's headers first and appends its own, so a client that sends
+/// `spin-client-addr: 6.6.6.6:1` leaves two values — the first is the
+/// client's forgery, the last is Spin's. Never read these with `get`.
+pub fn spin_header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers().get_all(name).iter().next_back().and_then(|v| v.to_str().ok())
 }
 
 /// The client's IP: the runtime's peer address, or the first hop of
 /// `X-Forwarded-For` when the peer is one of `trusted_proxies`.
 pub fn client_ip(req: &Request, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
-    let peer: IpAddr = req
-        .headers()
-        .get("spin-client-addr")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<std::net::SocketAddr>().ok())?
-        .ip();
+    let peer: IpAddr = spin_header(req, "spin-client-addr").and_then(|v| v.parse::<std::net::SocketAddr>().ok())?.ip();
     if trusted_proxies.contains(&peer)
         && let Some(forwarded) = req
             .headers()
@@ -87,7 +128,7 @@ pub fn parse_proxies(list: &str) -> Vec<IpAddr> {
 
 /// Whether the client reached us over https (for the cookie's `Secure`).
 pub fn is_https(req: &Request) -> bool {
-    req.headers().get("spin-full-url").and_then(|v| v.to_str().ok()).is_some_and(|u| u.starts_with("https://"))
+    spin_header(req, "spin-full-url").is_some_and(|u| u.starts_with("https://"))
 }
 
 /// A path segment, percent-decoded; `None` when it is not UTF-8.
