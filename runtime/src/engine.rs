@@ -1,8 +1,9 @@
 //! The process-wide wasmtime `Engine` and, per component, everything an
 //! instance needs: the pre-instantiated component and the capabilities its
 //! manifest entry grants. Components are compiled once and pre-instantiated;
-//! each request gets a fresh `Store` and instance (Spin's model), drawn from a
-//! pooling allocator so that instantiation is a memory remap, not an mmap.
+//! instances come from a pooling allocator sized as Spin 4.0.2 sizes it
+//! (`crates/core/src/lib.rs`, the same `SPIN_*` variables), and each serves
+//! up to `max_instance_reuse_count` requests, as Spin's wasi:http 0.3 path.
 
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -22,50 +23,50 @@ use crate::host::redis::{RedisData, RedisState};
 use crate::host::variables::{VariablesData, VariablesState};
 use crate::manifest;
 use crate::outbound_http::OutboundHttp;
+use crate::spin_args::Pick;
 use crate::variables::AppVariables;
 
-/// Settings that shape every instance.
+/// How instances are used: `spin up`'s flags of the same names.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Longest a request may run before its instance is torn down.
-    pub request_timeout: Duration,
-    /// Instances that may be live at once (the pooling allocator's slots).
-    pub max_instances: u32,
-    /// Largest linear memory an instance may grow to.
-    pub max_memory_bytes: usize,
-    /// Requests one instance may serve in its life. 1 (the default) gives
-    /// every request a fresh instance. Spin 4.0.2 reuses wasi:http 0.3
-    /// instances by default (128 requests, 16 at once); its
-    /// `--max-instance-reuse-count` flags have the same meaning here.
-    pub max_instance_reuse_count: usize,
+    /// Longest a request may run; none by default, as in Spin.
+    pub request_timeout: Option<Pick<Duration>>,
+    /// Requests one instance may serve in its life (picked per instance).
+    pub max_instance_reuse_count: Pick<usize>,
     /// Requests one instance may serve at the same time.
-    pub max_instance_concurrent_reuse_count: usize,
+    pub max_instance_concurrent_reuse_count: Pick<usize>,
     /// How long a reusable instance may wait idle for its next request.
-    pub idle_instance_timeout: Duration,
+    pub idle_instance_timeout: Pick<Duration>,
 }
 
-pub fn engine(limits: &Limits, cache: bool) -> Result<Engine> {
+const MB: u64 = 1 << 20;
+const GB: usize = 1 << 30;
+
+pub fn engine(cache: bool) -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.wasm_component_model_async(true);
     // Guests yield at every epoch tick, so a busy loop cannot starve the
-    // executor and timeouts can fire.
+    // executor (Spin sets no deadline; a busy guest holds its thread there).
     config.epoch_interruption(true);
+    let max_instances: u32 = env("SPIN_MAX_INSTANCE_COUNT", 1_000);
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(limits.max_instances)
-        .total_core_instances(limits.max_instances * 8)
-        .total_memories(limits.max_instances * 4)
-        .total_tables(limits.max_instances * 8)
-        .max_memory_size(limits.max_memory_bytes)
-        .max_core_instances_per_component(64)
-        .max_memories_per_component(16)
-        .max_tables_per_component(64)
-        .total_stacks(limits.max_instances)
-        // Keep the first pages of each slot mapped between instances (zeroed
-        // with memset) rather than unmapped (madvise) and faulted back in.
-        // Tunable like Spin's SPIN_WASMTIME_*_KEEP_RESIDENT; see README.
-        .linear_memory_keep_resident(env_usize("LVD_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT", 2 << 20))
-        .table_keep_resident(env_usize("LVD_WASMTIME_TABLE_KEEP_RESIDENT", 512 << 10));
+    pool.total_component_instances(env("SPIN_WASMTIME_INSTANCE_COUNT", max_instances))
+        .total_memories(env("SPIN_WASMTIME_TOTAL_MEMORIES", max_instances))
+        .total_tables(env("SPIN_WASMTIME_TOTAL_TABLES", 2 * max_instances))
+        .total_stacks(env("SPIN_WASMTIME_TOTAL_STACKS", max_instances))
+        .total_core_instances(env("SPIN_WASMTIME_TOTAL_CORE_INSTANCES", 4 * max_instances))
+        .table_elements(env("SPIN_WASMTIME_INSTANCE_TABLE_ELEMENTS", 100_000))
+        .max_component_instance_size(env("SPIN_WASMTIME_INSTANCE_SIZE", 10 * MB) as usize)
+        .max_core_instance_size(env("SPIN_WASMTIME_CORE_INSTANCE_SIZE", 10 * MB) as usize)
+        .max_core_instances_per_component(env("SPIN_WASMTIME_CORE_INSTANCE_COUNT", 200))
+        .max_tables_per_component(env("SPIN_WASMTIME_INSTANCE_TABLES", 64))
+        .max_memories_per_component(env("SPIN_WASMTIME_INSTANCE_MEMORIES", 32))
+        .max_tables_per_module(env("SPIN_WASMTIME_MAX_TABLES_PER_MODULE", 2))
+        .max_memories_per_module(env("SPIN_WASMTIME_MAX_MEMORIES_PER_MODULE", 2))
+        .max_memory_size(4 * GB)
+        .linear_memory_keep_resident(env("SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT", 2 * MB) as usize)
+        .table_keep_resident(env("SPIN_WASMTIME_TABLE_KEEP_RESIDENT", MB / 2) as usize);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     // LVD_WASMTIME_PROFILE=perfmap writes /tmp/perf-<pid>.map, so `perf
     // record` names guest functions (how the ingest figures were profiled).
@@ -81,8 +82,16 @@ pub fn engine(limits: &Limits, cache: bool) -> Result<Engine> {
     Engine::new(&config).map_err(anyhow::Error::from).context("failed to create the wasmtime engine")
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+/// A `SPIN_*` sizing variable; a value that does not parse stops the
+/// runtime, as it stops Spin.
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) => v.parse().unwrap_or_else(|e| panic!("failed to parse env var `{name}={v}`: {e}")),
+        Err(_) => default,
+    }
 }
 
 /// Per-request store data: one field per hosted interface.
@@ -119,13 +128,15 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    pub fn resolve(c: &manifest::Component, vars: &AppVariables) -> Result<Self> {
+    /// `components` are the ids of every component of the app (what
+    /// `*.spin.internal` in `allowed_outbound_hosts` stands for).
+    pub fn resolve(c: &manifest::Component, vars: &AppVariables, components: &[String]) -> Result<Self> {
         let hosts: Vec<String> = c
             .allowed_outbound_hosts
             .iter()
             .map(|t| t.resolve(|n| vars.get(n)))
             .collect::<Result<_>>()?;
-        let allowed_hosts = AllowedHosts::parse(hosts.iter().map(String::as_str))
+        let allowed_hosts = AllowedHosts::parse(hosts.iter().map(String::as_str), components)
             .with_context(|| format!("component {:?}: invalid allowed_outbound_hosts", c.id))?;
         let variables = c
             .variables
@@ -161,7 +172,8 @@ pub fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {
     Ok(linker)
 }
 
-/// The `HandlerState` of one component: makes a fresh store per request.
+/// The `HandlerState` of one component: makes the store of each new
+/// instance, and says how long and how often an instance may be reused.
 pub struct ComponentHandler {
     engine: Engine,
     caps: Arc<Capabilities>,
@@ -186,7 +198,7 @@ impl HandlerState for ComponentHandler {
             pg: PgState::new(self.caps.allowed_hosts.clone(), self.shared.pg_pools.clone()),
             kv: KvState::new(self.caps.key_value_stores.clone(), self.shared.kv_stores.clone()),
             redis: RedisState::new(self.caps.allowed_hosts.clone()),
-            variables: VariablesState { values: self.caps.variables.clone() },
+            variables: VariablesState { component: self.caps.id.as_str().into(), values: self.caps.variables.clone() },
         };
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(1);
@@ -195,21 +207,19 @@ impl HandlerState for ComponentHandler {
     }
 
     fn request_timeout(&self) -> Duration {
-        self.limits.request_timeout
+        self.limits.request_timeout.map_or(Duration::MAX, Pick::<Duration>::pick)
     }
 
     fn idle_instance_timeout(&self) -> Duration {
-        self.limits.idle_instance_timeout
+        self.limits.idle_instance_timeout.pick()
     }
 
-    /// 1 by default: nothing a request leaves behind in linear memory can
-    /// reach the next one.
     fn max_instance_reuse_count(&self) -> usize {
-        self.limits.max_instance_reuse_count
+        self.limits.max_instance_reuse_count.pick()
     }
 
     fn max_instance_concurrent_reuse_count(&self) -> usize {
-        self.limits.max_instance_concurrent_reuse_count
+        self.limits.max_instance_concurrent_reuse_count.pick()
     }
 
     fn handle_worker_error(&self, error: wasmtime::Error) {
@@ -227,6 +237,22 @@ pub fn prepare(
     limits: Limits,
 ) -> Result<ProxyHandler<ComponentHandler>> {
     let component = Component::new(engine, wasm).map_err(anyhow::Error::from).with_context(|| format!("failed to compile component {:?}", caps.id))?;
+    // Spin refuses a component that exports more than one HTTP handler
+    // (`crates/http/src/trigger.rs`), rather than picking one.
+    let handlers = component
+        .component_type()
+        .exports(engine)
+        .filter(|(name, _)| {
+            name.starts_with("wasi:http/incoming-handler@0.2")
+                || *name == "wasi:http/handler@0.3.0-rc-2026-03-15"
+                || *name == "fermyon:spin/inbound-http"
+        })
+        .count();
+    anyhow::ensure!(
+        handlers <= 1,
+        "component {:?} exports multiple different handlers but it's expected to export only one",
+        caps.id
+    );
     let pre = linker
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)

@@ -12,6 +12,7 @@ mod manifest;
 mod outbound_http;
 mod router;
 mod runtime_config;
+mod spin_args;
 mod template;
 mod trigger_http;
 mod variables;
@@ -21,7 +22,6 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -30,6 +30,7 @@ use crate::engine::{Capabilities, Limits, Shared};
 use crate::host::key_value::KvStores;
 use crate::host::postgres::PgPools;
 use crate::manifest::App;
+use crate::spin_args::Pick;
 use crate::trigger_http::HttpTrigger;
 
 #[derive(Parser)]
@@ -50,45 +51,51 @@ enum Command {
     },
 }
 
+/// The flags of `spin up` this runtime takes, with Spin's names, value forms
+/// and defaults; the few of its own are marked.
 #[derive(Args)]
 struct UpArgs {
     /// The application manifest.
     #[arg(short = 'f', long = "from", default_value = "spin.toml")]
     manifest: PathBuf,
     /// Where key-value stores live (Spin's `--runtime-config-file`).
-    #[arg(long)]
+    #[arg(long, env = "SPIN_RUNTIME_CONFIG_FILE")]
     runtime_config_file: Option<PathBuf>,
+    /// The state directory: where the `default` key-value store lives
+    /// (`.spin/` beside the manifest unless set; empty: none, in memory).
+    #[arg(long)]
+    state_dir: Option<String>,
     /// Address to listen on; port 0 picks a free one.
-    #[arg(long, default_value = "127.0.0.1:3000")]
-    listen: SocketAddr,
-    /// Rebuild and swap in a component when its watched files change.
+    #[arg(long, env = "SPIN_HTTP_LISTEN_ADDR", default_value = "127.0.0.1:3000")]
+    listen: String,
+    /// lvd-runtime only: rebuild and swap in a component when its watched
+    /// files change (`spin watch` restarts the app instead).
     #[arg(long)]
     watch: bool,
     /// Build every component before serving.
     #[arg(long)]
     build: bool,
-    /// PostgreSQL connections per address, shared by all instances.
+    /// lvd-runtime only: PostgreSQL connections per address, shared by all
+    /// instances (Spin: 64 per component and address).
     #[arg(long, env = "LVD_PG_POOL_SIZE", default_value_t = 16)]
     pg_pool_size: usize,
-    /// Largest request body accepted (larger gets 413).
-    #[arg(long, env = "LVD_MAX_BODY_BYTES", default_value_t = 1 << 20)]
-    max_body_bytes: usize,
-    /// Longest a request may take before its instance is stopped.
-    #[arg(long, env = "LVD_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
-    request_timeout_secs: u64,
-    /// Instances that may run at once.
-    #[arg(long, env = "LVD_MAX_INSTANCES", default_value_t = 512)]
-    max_instances: u32,
-    /// Requests one instance may serve (Spin's flag, and Spin 4.0.2's
-    /// default for wasi:http 0.3 components). 1 = a fresh instance per request.
-    #[arg(long, env = "LVD_MAX_INSTANCE_REUSE_COUNT", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
-    max_instance_reuse_count: u64,
-    /// Requests one instance may serve at once (Spin's flag and default).
-    #[arg(long, env = "LVD_MAX_INSTANCE_CONCURRENT_REUSE_COUNT", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
-    max_instance_concurrent_reuse_count: u64,
+    /// Longest a request may take (seconds, or a range `a..b`); none by
+    /// default, as in Spin.
+    #[arg(long, value_parser = spin_args::duration)]
+    request_timeout: Option<Pick<Duration>>,
+    /// Requests one instance may serve (Spin's default for wasi:http 0.3
+    /// components: 128). 1 = a fresh instance per request.
+    #[arg(long, env = "LVD_MAX_INSTANCE_REUSE_COUNT", default_value = "128", value_parser = spin_args::count)]
+    max_instance_reuse_count: Pick<usize>,
+    /// Requests one instance may serve at once (Spin's default: 16).
+    #[arg(long, env = "LVD_MAX_INSTANCE_CONCURRENT_REUSE_COUNT", default_value = "16", value_parser = spin_args::count)]
+    max_instance_concurrent_reuse_count: Pick<usize>,
+    /// How long an idle instance is kept for reuse.
+    #[arg(long, default_value = "1s", value_parser = spin_args::duration)]
+    idle_instance_timeout: Pick<Duration>,
     /// Do not cache compiled components on disk.
     #[arg(long)]
-    no_cache: bool,
+    disable_cache: bool,
 }
 
 fn main() -> Result<()> {
@@ -113,28 +120,32 @@ async fn up(args: UpArgs) -> Result<()> {
     if args.build {
         build::all(&app)?;
     }
-    let vars = variables::AppVariables::resolve(&app.variables, |k| std::env::var(k).ok())?;
-    let rc = runtime_config::RuntimeConfig::load(args.runtime_config_file.as_deref(), &app.root)?;
+    let vars = variables::AppVariables::resolve(&app.variables, variables::from_environment())?;
+    let rc = runtime_config::RuntimeConfig::load(
+        args.runtime_config_file.as_deref(),
+        &app.root,
+        args.state_dir.as_deref(),
+    )?;
     let limits = Limits {
-        request_timeout: Duration::from_secs(args.request_timeout_secs),
-        max_instances: args.max_instances,
-        max_memory_bytes: 512 << 20,
-        max_instance_reuse_count: args.max_instance_reuse_count as usize,
-        max_instance_concurrent_reuse_count: args.max_instance_concurrent_reuse_count as usize,
-        idle_instance_timeout: Duration::from_secs(1),
+        request_timeout: args.request_timeout,
+        max_instance_reuse_count: args.max_instance_reuse_count,
+        max_instance_concurrent_reuse_count: args.max_instance_concurrent_reuse_count,
+        idle_instance_timeout: args.idle_instance_timeout,
     };
-    let engine = engine::engine(&limits, !args.no_cache)?;
+    let engine = engine::engine(!args.disable_cache)?;
     start_epoch_ticker(engine.clone());
     let linker = engine::linker(&engine)?;
     let shared = Arc::new(Shared {
         pg_pools: Arc::new(PgPools::new(args.pg_pool_size)),
-        kv_stores: Arc::new(KvStores::open(&rc.key_value_stores)?),
+        kv_stores: Arc::new(KvStores::new(&rc.key_value_stores)?),
     });
 
     let mut handlers = HashMap::new();
     let mut caps_by_id = HashMap::new();
+    let ids: Vec<String> = app.components.keys().cloned().collect();
     for c in app.components.values() {
-        let caps = Arc::new(Capabilities::resolve(c, &vars)?);
+        shared.kv_stores.check_labels(&c.id, &c.key_value_stores)?;
+        let caps = Arc::new(Capabilities::resolve(c, &vars, &ids)?);
         let wasm = std::fs::read(&c.source).with_context(|| {
             format!("failed to read component {:?} from {} (build it first)", c.id, c.source.display())
         })?;
@@ -146,12 +157,12 @@ async fn up(args: UpArgs) -> Result<()> {
     let trigger = Arc::new(HttpTrigger {
         router: router::Router::build(&app.routes)?,
         components: components.clone(),
-        max_body_bytes: args.max_body_bytes,
+        app_name: app.name.clone(),
+        app_version: app.version.clone(),
     });
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    let listen = spin_args::listen(&args.listen)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("failed to listen on {listen}"))?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to learn the port.
     tracing::info!(app = %app.name, components = app.components.len(), "application loaded");

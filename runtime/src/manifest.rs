@@ -23,9 +23,11 @@ struct RawManifest {
     component: BTreeMap<String, RawComponent>,
 }
 
-/// Read for compatibility with Spin manifests; only `name` is used.
+/// `[application]`; unknown keys (e.g. `[application.trigger.http] base`,
+/// which Spin also refuses) are errors.
 #[allow(dead_code)]
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Application {
     pub name: String,
     #[serde(default)]
@@ -75,7 +77,13 @@ struct RawHttpTrigger {
 #[serde(untagged)]
 enum RouteConfig {
     Route(String),
-    Private { private: bool },
+    Private(PrivateRoute),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrivateRoute {
+    private: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +120,7 @@ pub struct Build {
 #[derive(Debug)]
 pub struct App {
     pub name: String,
+    pub version: Option<String>,
     /// Directory of `spin.toml`; relative paths resolve against it.
     pub root: PathBuf,
     pub variables: BTreeMap<String, VariableDecl>,
@@ -166,6 +175,13 @@ impl App {
 
         let mut components = BTreeMap::new();
         for (id, c) in raw.component {
+            check_id(&id, '-', false).map_err(|e| anyhow::anyhow!("invalid component id {id:?}: {e}"))?;
+            for label in &c.key_value_stores {
+                ensure!(
+                    check_id(label, '-', false).is_ok() || check_id(label, '_', false).is_ok(),
+                    "component {id:?}: key_value_stores label {label:?}: expected kebab-case or snake_case"
+                );
+            }
             let parse_templates = |what: &str, values: &[String]| -> Result<Vec<Template>> {
                 values
                     .iter()
@@ -220,25 +236,59 @@ impl App {
             );
             match t.route {
                 RouteConfig::Route(route) => routes.push(HttpRoute { route, component: t.component }),
-                RouteConfig::Private { private: true } => {}
-                RouteConfig::Private { private: false } => {
+                RouteConfig::Private(PrivateRoute { private: true }) => {}
+                RouteConfig::Private(PrivateRoute { private: false }) => {
                     bail!("route must be a string pattern or '{{ private = true }}'")
                 }
             }
         }
         ensure!(!routes.is_empty(), "the manifest has no [[trigger.http]] routes");
 
-        Ok(App { name: raw.application.name, root, variables: raw.variables, routes, components })
+        Ok(App { name: raw.application.name, version: raw.application.version, root, variables: raw.variables, routes, components })
     }
 }
 
-/// Spin's rule: lowercase ASCII letters, digits and underscores, starting with a letter.
+/// Spin's `LowerSnakeId`: words of lowercase ASCII letters and digits, each
+/// starting with a letter, joined by single underscores.
 fn validate_variable_name(name: &str) -> Result<()> {
-    let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !name.contains("__")
-        && !name.ends_with('_');
-    ensure!(ok, "invalid variable name {name:?}: use lowercase letters, digits and single underscores");
+    check_id(name, '_', true).map_err(|e| anyhow::anyhow!("invalid variable name {name:?}: {e}"))
+}
+
+/// Spin's identifier rule (`crates/serde/src/id.rs`): non-empty words joined
+/// by `delim`, each starting with an ASCII letter, then letters and digits,
+/// all lowercase or all uppercase (`lower`: lowercase only).
+pub fn check_id(id: &str, delim: char, lower: bool) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("empty".into());
+    }
+    let wrong = if delim == '_' { '-' } else { '_' };
+    if id.contains(wrong) {
+        return Err(format!("words must be separated with {delim:?}, not {wrong:?}"));
+    }
+    for word in id.split(delim) {
+        let mut chars = word.chars();
+        let Some(first) = chars.next() else {
+            return Err(format!("{delim:?}-separated words must not be empty"));
+        };
+        if !first.is_ascii_alphabetic() {
+            return Err(format!("{delim:?}-separated words must start with an ASCII letter; got {first:?}"));
+        }
+        let upper = first.is_ascii_uppercase();
+        for c in chars {
+            if c.is_ascii_digit() {
+                continue;
+            }
+            if !c.is_ascii_alphanumeric() {
+                return Err(format!("{delim:?}-separated words may only contain alphanumeric ASCII; got {c:?}"));
+            }
+            if c.is_ascii_uppercase() != upper {
+                return Err(format!("{delim:?}-separated words must be all lowercase or all UPPERCASE; got {word:?}"));
+            }
+        }
+        if lower && upper {
+            return Err(format!("Lower-case identifiers must be all lowercase; got {id:?}"));
+        }
+    }
     Ok(())
 }
 
@@ -284,6 +334,23 @@ variables = { token = "{{ token }}" }
         let text = BASE.replace("{{ db_host }}", "{{ nope }}");
         let err = format!("{:#}", load(&text).unwrap_err());
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn identifiers_follow_spins_rules() {
+        for bad in ["db_1", "Db", "a__b", "a_", "1a", "a-b"] {
+            let text = BASE.replace("db_host = {", &format!("{bad} = {{"));
+            assert!(load(&text).is_err(), "variable {bad} was accepted");
+        }
+        assert!(load(&BASE.replace("component.web]", "component.my_web]")).is_err());
+        let kv = BASE.replace("source = \"web.wasm\"", "source = \"web.wasm\"\nkey_value_stores = [\"b@d\"]");
+        assert!(load(&kv).is_err());
+        let private = BASE.replace("route = \"/...\"", "route = { private = true, extra = 1 }");
+        assert!(load(&private).is_err());
+        let base = BASE.replace("name = \"t\"", "name = \"t\"\n[application.trigger.http]\nbase = \"/x\"");
+        assert!(load(&base).is_err());
+        assert!(check_id("sqlite_key_value", '_', false).is_ok());
+        assert!(check_id("key-value", '-', false).is_ok());
     }
 
     #[test]

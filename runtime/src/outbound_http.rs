@@ -7,7 +7,7 @@ use std::sync::Arc;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p3::{RequestOptions, WasiHttpHooks};
 
-use crate::allowed_hosts::{AllowedHosts, default_port};
+use crate::allowed_hosts::AllowedHosts;
 
 pub struct OutboundHttp {
     allowed: Arc<AllowedHosts>,
@@ -18,12 +18,10 @@ impl OutboundHttp {
         Self { allowed }
     }
 
+    /// Requests to the app itself (relative URLs, Spin's `self`) are not
+    /// supported here, so only absolute URLs can be allowed.
     fn permits(&self, uri: &http::Uri) -> bool {
-        let scheme = uri.scheme_str().unwrap_or("https");
-        let (Some(host), Some(port)) = (uri.host(), uri.port_u16().or_else(|| default_port(scheme))) else {
-            return false;
-        };
-        self.allowed.allows(scheme, host, port)
+        uri.host().is_some() && self.allowed.allows_url(&uri.to_string(), uri.scheme_str().unwrap_or("https"))
     }
 }
 

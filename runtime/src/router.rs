@@ -33,7 +33,9 @@ pub struct RouteMatch<'a> {
 impl Router {
     pub fn build(routes: &[HttpRoute]) -> Result<Self> {
         let mut inner = routefinder::Router::new();
-        // A later duplicate replaces an earlier one, as in Spin.
+        // A later duplicate replaces an earlier one in the earlier one's
+        // place (Spin keeps its routes in an insertion-ordered map), and is
+        // logged: the earlier one will never be used.
         let mut seen: Vec<(String, Handler)> = Vec::new();
         for r in routes {
             let based_route = sanitize(&absolutize(&r.route));
@@ -42,8 +44,13 @@ impl Router {
                 raw_route: r.route.clone(),
                 based_route,
             };
-            seen.retain(|(raw, _)| *raw != r.route);
-            seen.push((r.route.clone(), handler));
+            match seen.iter_mut().find(|(raw, _)| *raw == r.route) {
+                Some(slot) => {
+                    tracing::error!(route = r.route, "duplicate route: the earlier one will never be used");
+                    slot.1 = handler;
+                }
+                None => seen.push((r.route.clone(), handler)),
+            }
         }
         for (_, handler) in seen {
             let spec = match handler.based_route.strip_suffix("/...") {
@@ -101,8 +108,10 @@ impl RouteMatch<'_> {
             ("spin-component-route".to_owned(), raw_or_prefix.to_owned()),
             ("spin-client-addr".to_owned(), client.to_string()),
         ];
+        // Spin names these `SPIN_PATH_MATCH_<NAME>`, then turns `_` into `-`
+        // and lower-cases: `:app_id` is `spin-path-match-app-id`.
         for (name, value) in &self.captures {
-            h.push((format!("spin-path-match-{}", name.to_ascii_lowercase()), value.clone()));
+            h.push((format!("spin-path-match-{}", name.to_ascii_lowercase().replace('_', "-")), value.clone()));
         }
         h
     }

@@ -1,19 +1,29 @@
-//! The HTTP trigger: accepts connections, routes each request as Spin does,
-//! hands it to a fresh instance of the matched component through
-//! `wasi:http/handler`, and streams the response back (so Server-Sent Events
-//! flow as the guest writes them).
+//! The HTTP trigger, request for request as Spin 4.0.2's
+//! (`crates/trigger-http/src/server.rs`, `headers.rs`, `wasi.rs`): HTTP/1
+//! and cleartext HTTP/2 on one port; `/.well-known/spin/health` and `info`
+//! answered before routing; routes matched as Spin does; the request's URI
+//! made absolute from its `Host` (a request with none, a bad one, or one
+//! that disagrees with an absolute URI is dropped with no reply, as hyper
+//! does when Spin's handler fails); the client's headers, then Spin's
+//! `spin-*` headers *appended* — so a client that sends its own
+//! `spin-client-addr` leaves the guest two values, its own first (read the
+//! last); and the matched component run through `wasi:http/handler`, its
+//! response streamed back (so Server-Sent Events flow as the guest writes).
 //!
-//! Replies the runtime makes itself (no route, body too large, component
-//! failure) are problem documents; a component failure never exposes its cause.
+//! Replies the runtime makes itself are Spin's: an empty 404 when no route
+//! matches, an empty 500 when a component fails (or a header value is not
+//! UTF-8). There is no body-size limit and, by default, no request timeout:
+//! Spin has neither, so the app enforces its own.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
 use futures::channel::oneshot;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::uri::Authority;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Body as _, Frame, Incoming};
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,7 +37,7 @@ use wasmtime_wasi_http::p3::WasiHttpView;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 
 use crate::engine::{ComponentHandler, InstanceState};
-use crate::router::Router;
+use crate::router::{RouteMatch, Router};
 
 type Body = UnsyncBoxBody<Bytes, ErrorCode>;
 
@@ -36,14 +46,14 @@ type Body = UnsyncBoxBody<Bytes, ErrorCode>;
 /// drops one. `std` lock: held only to clone or replace an `Arc`.
 pub type Components = Arc<RwLock<HashMap<String, Arc<ProxyHandler<ComponentHandler>>>>>;
 
-/// Oversized bodies up to this size are read and dropped before the 413.
-const DRAIN_LIMIT_BYTES: u64 = 16 << 20;
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
 
 pub struct HttpTrigger {
     pub router: Router,
     pub components: Components,
-    pub max_body_bytes: usize,
+    /// For `/.well-known/spin/info`.
+    pub app_name: String,
+    pub app_version: Option<String>,
 }
 
 impl HttpTrigger {
@@ -72,11 +82,11 @@ impl HttpTrigger {
             let this = self.clone();
             let service = hyper::service::service_fn(move |req| {
                 let this = this.clone();
-                async move { Ok::<_, std::convert::Infallible>(this.handle(req, peer).await) }
+                async move { this.handle(req, peer).await }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
+            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
@@ -92,77 +102,141 @@ impl HttpTrigger {
         Ok(())
     }
 
-    async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+    /// An `Err` makes hyper drop the connection without replying, which is
+    /// what a client of Spin sees when Spin's handler fails.
+    async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Result<Response<Body>> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let (route, component, resp) = self.dispatch(req, client).await;
+        let (route, component, resp) = match self.dispatch(req, client).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(target: "access", %method, path, "request refused: {e:#}");
+                return Err(e);
+            }
+        };
         tracing::info!(
             target: "access",
             %method, path, route, component, status = resp.status().as_u16(),
             ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1e3),
         );
-        resp
+        Ok(resp)
     }
 
-    async fn dispatch(&self, req: Request<Incoming>, client: SocketAddr) -> (String, String, Response<Body>) {
+    async fn dispatch(&self, mut req: Request<Incoming>, client: SocketAddr) -> Result<(String, String, Response<Body>)> {
+        strip_service_chaining_host(&mut req);
         let path = req.uri().path().to_owned();
+        if let Some(which) = path.strip_prefix(WELL_KNOWN_PREFIX) {
+            return Ok(("-".into(), "-".into(), self.well_known(which)));
+        }
         let Some(m) = self.router.route(&path) else {
-            return ("-".into(), "-".into(), problem(StatusCode::NOT_FOUND, "not_found", "No route matches this path."));
+            return Ok(("-".into(), "-".into(), empty(StatusCode::NOT_FOUND)));
         };
         let (route, component) = (m.raw_route().to_owned(), m.component().to_owned());
-        if let Some(len) = req.body().size_hint().exact()
-            && len > self.max_body_bytes as u64
-        {
-            // A client still writing its body would see a reset connection,
-            // not the 413, if we closed now: read and discard a moderately
-            // oversized body first (a far larger one is not worth reading).
-            if len <= DRAIN_LIMIT_BYTES {
-                let mut body = req.into_body();
-                let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while let Some(Ok(_)) = body.frame().await {} }).await;
-            }
-            return (route, component, too_large(self.max_body_bytes));
-        }
+        set_absolute_uri(&mut req)?;
         let handler = self.components.read().unwrap().get(&component).cloned();
-        let Some(handler) = handler else {
-            return (route, component, problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error."));
+        let resp = match (handler, guest_request(req, &m, client)) {
+            (Some(handler), Ok(req)) => match execute(&handler, req).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::error!(component, "request failed: {e:?}");
+                    empty(StatusCode::INTERNAL_SERVER_ERROR)
+                }
+            },
+            (None, _) => empty(StatusCode::INTERNAL_SERVER_ERROR),
+            (_, Err(e)) => {
+                tracing::error!(component, "request refused before the component ran: {e:#}");
+                empty(StatusCode::INTERNAL_SERVER_ERROR)
+            }
         };
+        Ok((route, component, resp))
+    }
 
-        let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let full_url = format!("http://{host}{pq}");
-        let spin_headers = m.spin_headers(&full_url, client);
-        let (mut parts, body) = req.into_parts();
-        // Spin rebuilds the URI as absolute; guests read scheme and authority from it.
-        if let Ok(uri) = full_url.parse() {
-            parts.uri = uri;
+    fn well_known(&self, which: &str) -> Response<Body> {
+        match which {
+            "health" => Response::new(full(Bytes::from_static(b"OK"))),
+            "info" => {
+                let mut info = serde_json::json!({ "name": self.app_name });
+                if let Some(v) = &self.app_version {
+                    info["version"] = v.as_str().into();
+                }
+                let body = serde_json::to_vec_pretty(&info).expect("JSON serializes");
+                let mut resp = Response::new(full(Bytes::from(body)));
+                resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                resp
+            }
+            _ => empty(StatusCode::NOT_FOUND),
         }
-        for (k, v) in spin_headers {
-            if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
-                parts.headers.insert(k, v);
-            }
-        }
-        let limit = self.max_body_bytes;
-        let body = Limited::new(body, limit).map_err(move |e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ErrorCode::HttpRequestBodySize(Some(limit as u64))
-            } else {
-                ErrorCode::InternalError(Some(e.to_string()))
-            }
-        });
-        let req = Request::from_parts(parts, body);
-        let resp = match execute(&handler, req).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::error!(component, "request failed: {e:?}");
-                problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error.")
-            }
-        };
-        (route, component, resp)
     }
 }
 
-/// Runs one request in a fresh instance and returns the response as soon as
+/// Spin drops a `Host` that names a `*.spin.internal` component (service
+/// chaining), after which the request has no authority unless its URI does.
+fn strip_service_chaining_host<B>(req: &mut Request<B>) {
+    let chaining = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).is_some_and(|host| {
+        let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
+        name.split_once('.').is_some_and(|(_, rest)| rest == "spin.internal")
+    });
+    if chaining {
+        req.headers_mut().remove(http::header::HOST);
+    }
+}
+
+/// The request's URI made absolute (`http`, the authority of its `Host` or
+/// its own URI), failing where Spin's `set_req_uri` fails.
+fn set_absolute_uri<B>(req: &mut Request<B>) -> Result<()> {
+    let header: Option<Authority> = req
+        .headers()
+        .get(http::header::HOST)
+        .map(|h| -> Result<Authority> {
+            let text = h.to_str().context("'Host' header is not valid UTF-8")?;
+            text.parse().context("'Host' header contains an invalid authority")
+        })
+        .transpose()?;
+    let mut parts = req.uri().clone().into_parts();
+    let authority = match (header, parts.authority.take()) {
+        (None, None) => bail!("no 'Host' header present in request"),
+        (Some(a), None) | (None, Some(a)) => a,
+        (Some(a), Some(b)) if a == b => a,
+        _ => bail!("authority in 'Host' header does not match authority in URI"),
+    };
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority);
+    *req.uri_mut() = Uri::from_parts(parts)?;
+    Ok(())
+}
+
+/// What the guest receives: every header the client sent, then Spin's own
+/// appended. A header value that is not UTF-8 fails the request, as in Spin.
+fn guest_request(req: Request<Incoming>, m: &RouteMatch<'_>, client: SocketAddr) -> Result<Request<GuestBody>> {
+    let mut headers = Vec::with_capacity(req.headers().len() + 8);
+    for (name, value) in req.headers() {
+        let value = std::str::from_utf8(value.as_bytes()).with_context(|| format!("header {name} is not UTF-8"))?;
+        headers.push((name.to_string(), value.to_owned()));
+    }
+    let host = match req.headers().get(http::header::HOST) {
+        Some(h) => std::str::from_utf8(h.as_bytes())?.to_owned(),
+        None => "localhost".to_owned(),
+    };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let full_url = format!("{}://{host}{pq}", req.uri().scheme_str().unwrap_or("http"));
+    headers.extend(m.spin_headers(&full_url, client));
+    let (mut parts, body) = req.into_parts();
+    parts.headers.clear();
+    parts.headers.extend(headers.into_iter().filter_map(|(n, v)| {
+        Some((n.parse::<HeaderName>().ok()?, HeaderValue::from_bytes(v.as_bytes()).ok()?))
+    }));
+    Ok(Request::from_parts(parts, body.map_err(body_error as fn(hyper::Error) -> ErrorCode)))
+}
+
+fn body_error(e: hyper::Error) -> ErrorCode {
+    ErrorCode::InternalError(Some(e.to_string()))
+}
+
+type GuestBody = http_body_util::combinators::MapErr<Incoming, fn(hyper::Error) -> ErrorCode>;
+
+/// Runs one request in an instance of the component (a reused one if one is
+/// free) and returns the response as soon as
 /// its head is ready; the instance lives on until the body has been read.
 async fn execute<B>(handler: &ProxyHandler<ComponentHandler>, req: Request<B>) -> Result<Response<Body>>
 where
@@ -229,26 +303,13 @@ impl hyper::body::Body for NotifyOnDrop {
     }
 }
 
-fn too_large(limit: usize) -> Response<Body> {
-    problem(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        &format!("The request body exceeds the limit of {limit} bytes."),
-    )
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
 }
 
-/// An RFC 9457 problem document made by the runtime itself.
-pub fn problem(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "status": status.as_u16(),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "detail": detail,
-        "code": code,
-    });
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "application/problem+json")
-        .body(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}).boxed_unsync())
-        .expect("a static response is valid")
+/// A reply the runtime makes itself: a status and nothing else, as Spin's.
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+    *resp.status_mut() = status;
+    resp
 }

@@ -1,7 +1,9 @@
 //! Application variables, resolved as Spin's default (environment) provider
-//! does: `SPIN_VARIABLE_<NAME>` from the environment, else the manifest
-//! default. A `required` variable with no value stops the runtime at start,
-//! naming the variable — never at the first request that happens to need it.
+//! does (`crates/variables-env`): `SPIN_VARIABLE_<NAME>` from the
+//! environment, else from `.env` in the working directory, else the manifest
+//! default. A value that is not UTF-8 is an error, not a miss. A `required`
+//! variable with no value stops the runtime at start, naming the variable —
+//! never at the first request that happens to need it.
 
 use anyhow::{Result, bail};
 use std::collections::BTreeMap;
@@ -31,12 +33,12 @@ impl std::fmt::Debug for AppVariables {
 impl AppVariables {
     pub fn resolve(
         decls: &BTreeMap<String, VariableDecl>,
-        env: impl Fn(&str) -> Option<String>,
+        env: impl Fn(&str) -> Result<Option<String>>,
     ) -> Result<Self> {
         let mut values = BTreeMap::new();
         let mut missing = Vec::new();
         for (name, decl) in decls {
-            match env(&env_key(name)).or_else(|| decl.default.clone()) {
+            match env(&env_key(name))?.or_else(|| decl.default.clone()) {
                 Some(v) => {
                     values.insert(name.clone(), v);
                 }
@@ -44,12 +46,9 @@ impl AppVariables {
             }
         }
         if !missing.is_empty() {
+            // Spin's words, and where to set each.
             let hints: Vec<String> = missing.iter().map(|n| env_key(n)).collect();
-            bail!(
-                "missing required variable(s) {}: set {}",
-                missing.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
-                hints.join(", ")
-            );
+            bail!("no provider resolved required variable(s): {missing:?} (set {})", hints.join(", "));
         }
         let secret = decls.iter().filter(|(_, d)| d.secret).map(|(n, _)| n.clone()).collect();
         Ok(Self { values, secret })
@@ -60,6 +59,29 @@ impl AppVariables {
             Some(v) => Ok(v.clone()),
             None => bail!("no application variable {name:?}"),
         }
+    }
+}
+
+/// Spin's environment provider: the process environment, then `.env` in
+/// the working directory (read once).
+pub fn from_environment() -> impl Fn(&str) -> Result<Option<String>> {
+    let dotenv = std::sync::OnceLock::<Result<BTreeMap<String, String>, String>>::new();
+    move |key| match std::env::var(key) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => {
+            let file = dotenv.get_or_init(|| {
+                dotenvy::from_path_iter(".env")
+                    .into_iter()
+                    .flatten()
+                    .collect::<Result<BTreeMap<_, _>, _>>()
+                    .map_err(|e| format!("failed to read .env: {e}"))
+            });
+            match file {
+                Ok(m) => Ok(m.get(key).cloned()),
+                Err(e) => bail!("{e}"),
+            }
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("failed to resolve env var {key}"))),
     }
 }
 
@@ -87,10 +109,12 @@ mod tests {
 
     #[test]
     fn the_environment_overrides_the_default() {
-        let v = AppVariables::resolve(&decls(), |k| match k {
-            "SPIN_VARIABLE_DB_HOST" => Some("db".into()),
-            "SPIN_VARIABLE_JWT_SECRET" => Some("s".into()),
-            _ => None,
+        let v = AppVariables::resolve(&decls(), |k| {
+            Ok(match k {
+                "SPIN_VARIABLE_DB_HOST" => Some("db".into()),
+                "SPIN_VARIABLE_JWT_SECRET" => Some("s".into()),
+                _ => None,
+            })
         })
         .unwrap();
         assert_eq!(v.get("db_host").unwrap(), "db");
@@ -99,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_missing_required_variable_fails_naming_it() {
-        let err = AppVariables::resolve(&decls(), |_| None).unwrap_err().to_string();
-        assert!(err.contains("'jwt_secret'") && err.contains("SPIN_VARIABLE_JWT_SECRET"), "{err}");
+        let err = AppVariables::resolve(&decls(), |_| Ok(None)).unwrap_err().to_string();
+        assert!(err.contains("[\"jwt_secret\"]") && err.contains("SPIN_VARIABLE_JWT_SECRET"), "{err}");
     }
 }

@@ -40,7 +40,7 @@ pub fn spawn(app: Arc<App>, ctx: Context) -> Result<()> {
         if build.watch.is_empty() {
             continue;
         }
-        let base = build.workdir.as_ref().map_or_else(|| app.root.clone(), |w| app.root.join(w));
+        let base = crate::build::workdir(&app, build)?;
         let mut set = GlobSetBuilder::new();
         for g in &build.watch {
             set.add(Glob::new(g).with_context(|| format!("component {:?}: bad watch glob {g:?}", c.id))?);

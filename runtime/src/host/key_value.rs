@@ -1,17 +1,27 @@
 //! `spin:key-value/key-value@3.0.0` with the stores `runtime-config.toml`
-//! declares. A component may open only the labels its manifest entry lists in
-//! `key_value_stores` (`access-denied` otherwise, as in Spin); a listed label
-//! with no configured store is `no-such-store`.
+//! declares, as Spin 4.0.2 hosts them (`crates/factor-key-value`,
+//! `key-value-redis`, `key-value-spin`). A component may open only the
+//! labels its manifest entry lists in `key_value_stores` (`access-denied`
+//! otherwise), and a listed label with no store stops the app at start
+//! (`KvStores::check_labels`), so `no-such-store` is never seen on `open`.
+//! A store connects on its first `open` (a failure fails that `open`) and
+//! keeps the connection for the app's life; a value over Spin's 128 MiB
+//! buffer limit fails the `get`.
 //!
 //! Redis stores keep keys unprefixed in the database their URL names, exactly
 //! like Spin's Redis backend, so `get-keys` lists that whole database: keep
-//! other Redis data (queues, counters) in another database.
+//! other Redis data (queues, counters) in another database. SQLite stores
+//! keep each label's keys apart in one `spin_key_value` table, Spin's schema.
+//!
+//! On the strict side of Spin: a Redis store gives up after 1 s connecting
+//! and 5 s waiting for a reply (Spin waits for ever), and an instance may
+//! hold 16 stores open (Spin: 2^32).
 
 use anyhow::Context;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -22,94 +32,151 @@ use crate::bindings::spin::key_value::key_value::{self as kv, Error};
 use crate::runtime_config::StoreConfig;
 
 const MAX_STORES_PER_INSTANCE: usize = 16;
+/// Spin's `MAX_HOST_BUFFERED_BYTES`.
+const MAX_RESULT_BYTES: usize = 128 << 20;
 
 /// A configured store, shared by every instance that opens its label.
-pub enum Store {
+pub struct Store {
+    label: String,
+    backend: Backend,
+}
+
+enum Backend {
     Redis {
         client: redis::Client,
-        /// Established on first use; a failed attempt is retried on the next.
+        /// Established by the first `open`; a failed attempt is retried by
+        /// the next.
         conn: OnceCell<ConnectionManager>,
     },
-    /// Spin's default store: SQLite. The mutex serialises access to the one
-    /// connection; it is only taken inside `spawn_blocking`.
-    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    /// SQLite. The mutex serialises access to the one connection; it is
+    /// only taken inside `spawn_blocking`.
+    Sqlite { path: Option<PathBuf>, conn: OnceCell<Arc<Mutex<rusqlite::Connection>>> },
+}
+
+/// An open store: the label and its live connection.
+#[derive(Clone)]
+enum Open {
+    Redis(ConnectionManager),
+    Sqlite { label: Arc<str>, conn: Arc<Mutex<rusqlite::Connection>> },
 }
 
 impl Store {
-    fn open(config: &StoreConfig) -> anyhow::Result<Self> {
-        Ok(match config {
-            StoreConfig::Redis { url } => Store::Redis {
+    fn new(label: &str, config: &StoreConfig) -> anyhow::Result<Self> {
+        let backend = match config {
+            StoreConfig::Redis { url } => Backend::Redis {
                 client: redis::Client::open(url.as_str()).context("invalid key-value Redis URL")?,
                 conn: OnceCell::new(),
             },
-            StoreConfig::Sqlite { path } => Store::Sqlite(Arc::new(Mutex::new(open_sqlite(path)?))),
-        })
+            StoreConfig::Sqlite { path } => Backend::Sqlite { path: path.clone(), conn: OnceCell::new() },
+        };
+        Ok(Self { label: label.to_owned(), backend })
     }
 
-    async fn redis(client: &redis::Client, cell: &OnceCell<ConnectionManager>) -> Result<ConnectionManager, Error> {
-        cell.get_or_try_init(|| async {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Duration::from_secs(1))
-                .set_response_timeout(Duration::from_secs(5))
-                .set_number_of_retries(1);
-            client.get_connection_manager_with_config(config).await
-        })
-        .await
-        .cloned()
-        .map_err(|e| Error::Other(e.to_string()))
-    }
-
-    async fn get(&self, key: String) -> Result<Option<Vec<u8>>, Error> {
-        match self {
-            Store::Redis { client, conn } => Self::redis(client, conn).await?.get(key).await.map_err(other),
-            Store::Sqlite(db) => sqlite(db, move |c| {
-                c.query_row("SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1", [key], |r| r.get(0))
-                    .map(Some)
-                    .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })
-            })
-            .await,
+    /// What `open` does in Spin: connect once, then hand out the connection.
+    async fn open(&self) -> Result<Open, Error> {
+        match &self.backend {
+            Backend::Redis { client, conn } => {
+                let manager = conn
+                    .get_or_try_init(|| async {
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Duration::from_secs(1))
+                            .set_response_timeout(Duration::from_secs(5))
+                            .set_number_of_retries(1);
+                        client.get_connection_manager_with_config(config).await
+                    })
+                    .await
+                    .map_err(other)?;
+                Ok(Open::Redis(manager.clone()))
+            }
+            Backend::Sqlite { path, conn } => {
+                let path = path.clone();
+                let conn = conn
+                    .get_or_try_init(|| async move {
+                        tokio::task::spawn_blocking(move || open_sqlite(path.as_deref()))
+                            .await
+                            .map_err(|e| Error::Other(e.to_string()))?
+                            .map(|c| Arc::new(Mutex::new(c)))
+                            .map_err(|e| Error::Other(format!("{e:?}")))
+                    })
+                    .await?;
+                Ok(Open::Sqlite { label: self.label.as_str().into(), conn: conn.clone() })
+            }
         }
+    }
+}
+
+impl Open {
+    async fn get(&self, key: String) -> Result<Option<Vec<u8>>, Error> {
+        let value = match self {
+            Open::Redis(c) => c.clone().get::<_, Option<Vec<u8>>>(key).await.map_err(other)?,
+            Open::Sqlite { label, conn } => {
+                let label = label.clone();
+                sqlite(conn, move |c| {
+                    c.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
+                        .query_map(rusqlite::params![&*label, key], |r| r.get::<_, Vec<u8>>(0))?
+                        .next()
+                        .transpose()
+                })
+                .await?
+            }
+        };
+        if std::mem::size_of::<Option<Vec<u8>>>() + value.as_ref().map_or(0, Vec::len) > MAX_RESULT_BYTES {
+            return Err(Error::Other(format!("query result exceeds limit of {MAX_RESULT_BYTES} bytes")));
+        }
+        Ok(value)
     }
 
     async fn set(&self, key: String, value: Vec<u8>) -> Result<(), Error> {
         match self {
-            Store::Redis { client, conn } => Self::redis(client, conn).await?.set(key, value).await.map_err(other),
-            Store::Sqlite(db) => sqlite(db, move |c| {
-                c.execute(
-                    "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2)
-                     ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
-                    rusqlite::params![key, value],
-                )
-                .map(drop)
-            })
-            .await,
+            Open::Redis(c) => c.clone().set(key, value).await.map_err(other),
+            Open::Sqlite { label, conn } => {
+                let label = label.clone();
+                sqlite(conn, move |c| {
+                    c.prepare_cached(
+                        "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute(rusqlite::params![&*label, key, value])
+                    .map(drop)
+                })
+                .await
+            }
         }
     }
 
     async fn delete(&self, key: String) -> Result<(), Error> {
         match self {
-            Store::Redis { client, conn } => Self::redis(client, conn).await?.del(key).await.map_err(other),
-            Store::Sqlite(db) => sqlite(db, move |c| {
-                c.execute("DELETE FROM spin_key_value WHERE store = 'default' AND key = ?1", [key]).map(drop)
-            })
-            .await,
+            Open::Redis(c) => c.clone().del(key).await.map_err(other),
+            Open::Sqlite { label, conn } => {
+                let label = label.clone();
+                sqlite(conn, move |c| {
+                    c.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")?
+                        .execute(rusqlite::params![&*label, key])
+                        .map(drop)
+                })
+                .await
+            }
         }
     }
 
     async fn exists(&self, key: String) -> Result<bool, Error> {
         match self {
-            Store::Redis { client, conn } => Self::redis(client, conn).await?.exists(key).await.map_err(other),
-            Store::Sqlite(db) => sqlite(db, move |c| {
-                c.query_row("SELECT EXISTS (SELECT 1 FROM spin_key_value WHERE store = 'default' AND key = ?1)", [key], |r| r.get(0))
-            })
-            .await,
+            Open::Redis(c) => c.clone().exists(key).await.map_err(other),
+            Open::Sqlite { label, conn } => {
+                let label = label.clone();
+                sqlite(conn, move |c| {
+                    c.prepare_cached("SELECT EXISTS (SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2)")?
+                        .query_row(rusqlite::params![&*label, key], |r| r.get(0))
+                })
+                .await
+            }
         }
     }
 
     async fn keys(&self) -> Result<Vec<String>, Error> {
         match self {
-            Store::Redis { client, conn } => {
-                let mut c = Self::redis(client, conn).await?;
+            Open::Redis(c) => {
+                let mut c = c.clone();
                 // SCAN, not KEYS: it does not block Redis on a large database.
                 let mut cursor = 0u64;
                 let mut keys = Vec::new();
@@ -123,21 +190,24 @@ impl Store {
                     cursor = next;
                 }
             }
-            Store::Sqlite(db) => sqlite(db, |c| {
-                let mut stmt = c.prepare("SELECT key FROM spin_key_value WHERE store = 'default'")?;
-                let keys = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>();
-                keys
-            })
-            .await,
+            Open::Sqlite { label, conn } => {
+                let label = label.clone();
+                sqlite(conn, move |c| {
+                    c.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1")?
+                        .query_map([&*label], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()
+                })
+                .await
+            }
         }
     }
 }
 
-fn open_sqlite(path: &Path) -> anyhow::Result<rusqlite::Connection> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    }
-    let c = rusqlite::Connection::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+fn open_sqlite(path: Option<&std::path::Path>) -> rusqlite::Result<rusqlite::Connection> {
+    let c = match path {
+        Some(p) => rusqlite::Connection::open(p)?,
+        None => rusqlite::Connection::open_in_memory()?,
+    };
     c.execute_batch(
         "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
          PRIMARY KEY (store, key))",
@@ -153,7 +223,8 @@ async fn sqlite<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&db.lock().unwrap()))
         .await
         .map_err(|e| Error::Other(e.to_string()))?
-        .map_err(|e| Error::Other(e.to_string()))
+        // Spin reports SQLite errors in their Debug form.
+        .map_err(|e| Error::Other(format!("{e:?}")))
 }
 
 fn other(e: redis::RedisError) -> Error {
@@ -164,21 +235,33 @@ fn other(e: redis::RedisError) -> Error {
 pub struct KvStores(BTreeMap<String, Arc<Store>>);
 
 impl KvStores {
-    pub fn open(configs: &BTreeMap<String, StoreConfig>) -> anyhow::Result<Self> {
+    pub fn new(configs: &BTreeMap<String, StoreConfig>) -> anyhow::Result<Self> {
         configs
             .iter()
             .map(|(label, c)| {
-                Store::open(c).with_context(|| format!("key-value store {label:?}")).map(|s| (label.clone(), Arc::new(s)))
+                Store::new(label, c).with_context(|| format!("key-value store {label:?}")).map(|s| (label.clone(), Arc::new(s)))
             })
             .collect::<anyhow::Result<_>>()
             .map(Self)
+    }
+
+    /// Spin refuses to start an app one of whose components lists a label
+    /// no store is configured for.
+    pub fn check_labels<'a>(&self, component: &str, labels: impl IntoIterator<Item = &'a String>) -> anyhow::Result<()> {
+        for label in labels {
+            anyhow::ensure!(
+                self.0.contains_key(label),
+                "unknown key_value_stores label {label:?} for component {component:?}"
+            );
+        }
+        Ok(())
     }
 }
 
 pub struct KvState {
     allowed: Arc<HashSet<String>>,
     stores: Arc<KvStores>,
-    open: Table<Arc<Store>>,
+    open: Table<Open>,
 }
 
 impl KvState {
@@ -186,7 +269,7 @@ impl KvState {
         Self { allowed, stores, open: Table::new(MAX_STORES_PER_INSTANCE) }
     }
 
-    fn store(&self, rep: u32) -> Result<Arc<Store>, Error> {
+    fn store(&self, rep: u32) -> Result<Open, Error> {
         self.open.get(rep).cloned().ok_or(Error::NoSuchStore)
     }
 }
@@ -212,14 +295,15 @@ impl kv::HostStore for KvState {
 
 impl kv::HostStoreWithStore for KvData {
     async fn open<T>(accessor: &Accessor<T, Self>, label: String) -> Result<Resource<kv::Store>, Error> {
-        accessor.with(|mut a| {
+        let store = accessor.with(|mut a| {
             let s = a.get();
             if !s.allowed.contains(&label) {
                 return Err(Error::AccessDenied);
             }
-            let store = s.stores.0.get(&label).cloned().ok_or(Error::NoSuchStore)?;
-            s.open.push(store).map(Resource::new_own).map_err(|()| Error::StoreTableFull)
-        })
+            s.stores.0.get(&label).cloned().ok_or(Error::NoSuchStore)
+        })?;
+        let open = store.open().await?;
+        accessor.with(|mut a| a.get().open.push(open).map(Resource::new_own).map_err(|()| Error::StoreTableFull))
     }
 
     async fn get<T>(accessor: &Accessor<T, Self>, store: Resource<kv::Store>, key: String) -> Result<Option<Vec<u8>>, Error> {

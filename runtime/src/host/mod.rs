@@ -2,6 +2,7 @@
 //! each holds its host implementation, its backend client and its allow-list
 //! check. `InstanceState` is the per-request store data that bundles them.
 
+mod channel_stream;
 pub mod key_value;
 pub mod pg_types;
 pub mod postgres;

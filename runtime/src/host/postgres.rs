@@ -1,35 +1,45 @@
-//! `spin:postgres/postgres@4.2.0` on tokio-postgres with one connection pool
-//! per address, shared by every instance of every component (Spin's model).
+//! `spin:postgres/postgres@4.2.0` on tokio-postgres, shaped like Spin 4.0.2's
+//! outbound PostgreSQL (`crates/factor-outbound-pg`): one connection pool per
+//! address (and CA root), TLS unless `sslmode=disable`, statements run with
+//! `query_raw`, rows converted one at a time as they arrive, columns taken
+//! from the first row, and every failure reported with the error variant
+//! Spin uses for it.
 //!
 //! Every address is checked against the component's `allowed_outbound_hosts`
-//! before any network I/O. A guest-visible connection holds one pooled client
-//! until the guest drops it; pools use `RecyclingMethod::Clean`, as Spin does,
-//! so session state does not leak between requests.
+//! before any network I/O (Spin skips the check in the synchronous
+//! `connection-builder.build`; this runtime checks there too — never more
+//! permissive). Pools use `RecyclingMethod::Clean`, as Spin's do, so session
+//! state does not leak between requests.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::{Stream, StreamExt, TryStreamExt};
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_postgres::NoTls;
+use tokio_postgres::config::{Host, SslMode};
 use wasmtime::component::{Accessor, FutureReader, HasData, Resource, StreamReader};
 
+use super::channel_stream::ChannelStream;
 use super::table::Table;
 use crate::allowed_hosts::AllowedHosts;
 use crate::bindings::spin::postgres::postgres::{
-    self as pg, Column, DbError, Error, ParameterValue, QueryError, Row, RowSet,
+    self as pg, Column, DbError, DbValue, Error, ParameterValue, QueryError, Row, RowSet,
 };
 use crate::host::pg_types;
 
-/// Result sets larger than this are refused rather than buffered (Spin's limit).
+/// Spin's `MAX_HOST_BUFFERED_BYTES` (`crates/world/src/lib.rs`): the bound on
+/// a buffered result set, and on any one row of a streamed one.
 const MAX_RESULT_BYTES: usize = 128 << 20;
-/// Open connections one instance may hold at once.
-const MAX_CONNECTIONS_PER_INSTANCE: usize = 64;
+/// Open connections and builders one instance may hold: Spin's resource table
+/// default.
+const MAX_HANDLES_PER_INSTANCE: usize = 1024;
 
-/// Pools by address, shared by every instance. Behind a `std` mutex because
-/// it is held only to look up or insert, never across an await.
+/// Pools by address and CA root, shared by every instance. Behind a `std`
+/// mutex because it is held only to look up or insert, never across an await.
 pub struct PgPools {
-    pools: Mutex<HashMap<String, Pool>>,
+    pools: Mutex<HashMap<(String, Option<String>), Pool>>,
     size: usize,
 }
 
@@ -38,15 +48,26 @@ impl PgPools {
         Self { pools: Mutex::new(HashMap::new()), size }
     }
 
-    fn pool(&self, address: &str) -> Result<Pool, Error> {
+    fn pool(&self, address: &str, root_ca: Option<&RootCa>) -> Result<Pool> {
+        let key = (address.to_owned(), root_ca.map(|c| c.pem.clone()));
         let mut pools = self.pools.lock().unwrap();
-        if let Some(p) = pools.get(address) {
+        if let Some(p) = pools.get(&key) {
             return Ok(p.clone());
         }
-        let config: tokio_postgres::Config =
-            address.parse().map_err(|e| Error::ConnectionFailed(format!("{e}")))?;
-        let mgr = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Clean });
-        let pool = Pool::builder(mgr)
+        let config: tokio_postgres::Config = address.parse().context("parsing Postgres connection string")?;
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Clean };
+        let manager = if config.get_ssl_mode() == SslMode::Disable {
+            Manager::from_config(config, tokio_postgres::NoTls, recycling)
+        } else {
+            // Spin verifies the server's certificate against the system roots
+            // (and a CA root the guest set) whenever TLS is not disabled.
+            let mut tls = native_tls::TlsConnector::builder();
+            if let Some(ca) = root_ca {
+                tls.add_root_certificate(ca.certificate.clone());
+            }
+            Manager::from_config(config, postgres_native_tls::MakeTlsConnector::new(tls.build()?), recycling)
+        };
+        let pool = Pool::builder(manager)
             .max_size(self.size)
             .runtime(Runtime::Tokio1)
             // A database that is down must surface as an error within the
@@ -55,26 +76,37 @@ impl PgPools {
             .wait_timeout(Some(Duration::from_secs(5)))
             .recycle_timeout(Some(Duration::from_secs(1)))
             .build()
-            .map_err(|e| Error::Other(format!("failed to build connection pool: {e}")))?;
-        pools.insert(address.to_owned(), pool.clone());
+            .context("building Postgres connection pool")?;
+        pools.insert(key, pool.clone());
         Ok(pool)
     }
 
-    async fn connect(&self, address: &str) -> Result<Client, Error> {
-        let pool = self.pool(address)?;
-        let client = pool.get().await.map_err(|e| Error::ConnectionFailed(format!("{e}")))?;
-        Ok(Arc::new(client))
+    async fn connect(&self, address: &str, root_ca: Option<&RootCa>) -> Result<Client, Error> {
+        async { anyhow::Ok(Arc::new(self.pool(address, root_ca)?.get().await?)) }
+            .await
+            .map_err(|e| Error::ConnectionFailed(format!("{e:?}")))
     }
 }
 
 type Client = Arc<deadpool_postgres::Object>;
+
+#[derive(Clone)]
+struct RootCa {
+    pem: String,
+    certificate: native_tls::Certificate,
+}
+
+struct Builder {
+    address: String,
+    root_ca: Option<RootCa>,
+}
 
 /// One instance's PostgreSQL state.
 pub struct PgState {
     pub allowed: Arc<AllowedHosts>,
     pub pools: Arc<PgPools>,
     connections: Table<Client>,
-    builders: Table<String>,
+    builders: Table<Builder>,
 }
 
 impl PgState {
@@ -82,24 +114,18 @@ impl PgState {
         Self {
             allowed,
             pools,
-            connections: Table::new(MAX_CONNECTIONS_PER_INSTANCE),
-            builders: Table::new(MAX_CONNECTIONS_PER_INSTANCE),
-        }
-    }
-
-    fn check(&self, address: &str) -> Result<(), Error> {
-        if self.allowed.allows_postgres(address) {
-            Ok(())
-        } else {
-            Err(Error::ConnectionFailed(format!(
-                "address {} is not permitted by allowed_outbound_hosts",
-                redact(address)
-            )))
+            connections: Table::new(MAX_HANDLES_PER_INSTANCE),
+            builders: Table::new(MAX_HANDLES_PER_INSTANCE),
         }
     }
 
     fn client(&self, rep: u32) -> Result<Client, Error> {
-        self.connections.get(rep).cloned().ok_or_else(|| Error::Other("unknown connection".into()))
+        self.connections.get(rep).cloned().ok_or_else(|| Error::ConnectionFailed("no connection found".into()))
+    }
+
+    fn builder(&self, rep: u32) -> Result<(String, Option<RootCa>), Error> {
+        let b = self.builders.get(rep).ok_or_else(|| Error::ConnectionFailed("no builder found".into()))?;
+        Ok((b.address.clone(), b.root_ca.clone()))
     }
 
     fn push(&mut self, client: Client) -> Result<Resource<pg::Connection>, Error> {
@@ -110,12 +136,28 @@ impl PgState {
     }
 }
 
-/// Keeps credentials out of error text: only scheme-less host information.
-fn redact(address: &str) -> String {
-    match address.parse::<tokio_postgres::Config>() {
-        Ok(c) => format!("{:?}:{:?}", c.get_hosts(), c.get_ports()),
-        Err(_) => "(unparsable)".into(),
+/// Every TCP host of a connection string (URL or key/value form) must be
+/// allowed, with the port at its index (or the only port): Spin's
+/// `AllowedHostChecker::ensure_address_allowed`, message for message.
+fn ensure_allowed(allowed: &AllowedHosts, address: &str) -> Result<(), Error> {
+    let config = address.parse::<tokio_postgres::Config>().map_err(|e| Error::ConnectionFailed(e.to_string()))?;
+    let ports = config.get_ports();
+    for (i, host) in config.get_hosts().iter().enumerate() {
+        match host {
+            Host::Tcp(h) => {
+                let port = ports.get(i).or(if ports.len() == 1 { ports.first() } else { None });
+                let url = match port {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.clone(),
+                };
+                if !allowed.allows_url(&format!("postgres://{url}"), "postgres") {
+                    return Err(Error::ConnectionFailed(format!("address postgres://{url} is not permitted")));
+                }
+            }
+            Host::Unix(_) => return Err(Error::ConnectionFailed("Unix sockets are not supported on WebAssembly".into())),
+        }
     }
+    Ok(())
 }
 
 pub struct PgData;
@@ -124,54 +166,101 @@ impl HasData for PgData {
     type Data<'a> = &'a mut PgState;
 }
 
+/// Statement parameters as tokio-postgres takes them. `execute` reports a
+/// value it cannot convert as `value-conversion-failed`, `query` as
+/// `bad-parameter`: Spin's `client.rs` does exactly that.
+fn convert_params(params: &[ParameterValue], as_error: fn(String) -> Error) -> Result<Vec<pg_types::SqlParam>, Error> {
+    params.iter().map(pg_types::parameter).collect::<Result<_>>().map_err(|e| as_error(format!("{e:?}")))
+}
+
 async fn execute(client: &Client, statement: &str, params: &[ParameterValue]) -> Result<u64, Error> {
-    let params = convert_params(params)?;
+    let params = convert_params(params, Error::ValueConversionFailed)?;
     let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
         params.iter().map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
     client.execute(statement, &refs).await.map_err(query_failed)
 }
 
+type Rows = Pin<Box<dyn Stream<Item = Result<(Option<Vec<Column>>, Vec<DbValue>), Error>> + Send>>;
+
+/// Runs a statement and yields its rows converted one by one; the first row
+/// also carries the columns. A row that does not convert ends the stream
+/// with `query-failed(text(..))`, as Spin's `query_failed_anyhow`.
+async fn query_stream(client: &Client, statement: &str, params: &[ParameterValue]) -> Result<Rows, Error> {
+    let params = convert_params(params, Error::BadParameter)?;
+    let rows = client.query_raw(statement, params).await.map_err(query_failed)?;
+    Ok(Box::pin(rows.enumerate().map(|(i, row)| {
+        let row = row.map_err(query_failed)?;
+        let columns = (i == 0).then(|| pg_types::columns(&row));
+        let values = pg_types::row(&row).map_err(|e| Error::QueryFailed(QueryError::Text(format!("{e:?}"))))?;
+        Ok((columns, values))
+    })))
+}
+
+fn row_size(row: &[DbValue]) -> usize {
+    row.iter().map(pg_types::memory_size).sum()
+}
+
+/// The synchronous `query`: the whole result buffered, bounded as a whole.
 async fn query(client: &Client, statement: &str, params: &[ParameterValue]) -> Result<RowSet, Error> {
-    let params = convert_params(params)?;
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        params.iter().map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-    let stmt = client.prepare(statement).await.map_err(query_failed)?;
-    let rows = client.query(&stmt, &refs).await.map_err(query_failed)?;
-    let columns: Vec<Column> = pg_types::columns(stmt.columns());
-    let mut out = Vec::with_capacity(rows.len());
-    let mut bytes = 0usize;
-    for r in &rows {
-        let converted = pg_types::row(r).map_err(|e| Error::ValueConversionFailed(format!("{e:#}")))?;
-        bytes += converted.iter().map(value_size).sum::<usize>();
-        if bytes > MAX_RESULT_BYTES {
-            return Err(Error::QueryFailed(QueryError::Text(format!(
-                "query result exceeds limit of {MAX_RESULT_BYTES} bytes"
-            ))));
+    let mut stream = query_stream(client, statement, params).await?;
+    let mut columns = None;
+    let mut rows = Vec::new();
+    let mut bytes = std::mem::size_of::<RowSet>();
+    async {
+        while let Some((cols, row)) = stream.try_next().await.map_err(|e| anyhow::anyhow!("{e:?}"))? {
+            if cols.is_some() {
+                columns = cols;
+            }
+            bytes += row_size(&row);
+            anyhow::ensure!(bytes <= MAX_RESULT_BYTES, "query result exceeds limit of {MAX_RESULT_BYTES} bytes");
+            rows.push(row);
         }
-        out.push(converted);
+        Ok(())
     }
-    Ok(RowSet { columns, rows: out })
+    .await
+    .map_err(|e| Error::QueryFailed(QueryError::Text(format!("{e:?}"))))?;
+    Ok(RowSet { columns: columns.unwrap_or_default(), rows })
 }
 
-fn value_size(v: &pg::DbValue) -> usize {
-    use pg::DbValue as V;
-    std::mem::size_of::<V>()
-        + match v {
-            V::Str(s) | V::Uuid(s) | V::Decimal(s) => s.len(),
-            V::Binary(b) | V::Jsonb(b) | V::Unsupported(b) => b.len(),
-            V::ArrayStr(a) | V::ArrayDecimal(a) => a.iter().map(|s| s.as_ref().map_or(0, String::len) + 24).sum(),
-            V::ArrayInt32(a) => a.len() * 8,
-            V::ArrayInt64(a) => a.len() * 16,
-            _ => 0,
-        }
+/// The streaming `query-async`: rows flow through a small channel as they
+/// arrive (each row bounded on its own, as in Spin), and the outcome comes
+/// after the last row.
+struct QueryAsync {
+    columns: Vec<Column>,
+    rows: tokio::sync::mpsc::Receiver<Row>,
+    outcome: tokio::sync::oneshot::Receiver<Result<(), Error>>,
 }
 
-fn convert_params(params: &[ParameterValue]) -> Result<Vec<pg_types::SqlParam>, Error> {
-    params
-        .iter()
-        .map(pg_types::parameter)
-        .collect::<Result<_>>()
-        .map_err(|e| Error::ValueConversionFailed(format!("{e:#}")))
+async fn query_async(client: &Client, statement: &str, params: &[ParameterValue]) -> Result<QueryAsync, Error> {
+    let mut stream = query_stream(client, statement, params).await?;
+    let (rows_tx, rows) = tokio::sync::mpsc::channel(4);
+    let (outcome_tx, outcome) = tokio::sync::oneshot::channel();
+    let (columns_tx, columns) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut columns_tx = Some(columns_tx);
+        let result = loop {
+            match stream.next().await {
+                None => break Ok(()),
+                Some(Err(e)) => break Err(e),
+                Some(Ok((cols, row))) => {
+                    if let (Some(cols), Some(tx)) = (cols, columns_tx.take()) {
+                        let _ = tx.send(cols);
+                    }
+                    if row_size(&row) > MAX_RESULT_BYTES {
+                        break Err(Error::QueryFailed(QueryError::Text(format!(
+                            "query result exceeds limit of {MAX_RESULT_BYTES} bytes"
+                        ))));
+                    }
+                    if let Err(e) = rows_tx.send(row).await {
+                        break Err(Error::QueryFailed(QueryError::Text(format!("async error: {e}"))));
+                    }
+                }
+            }
+        };
+        drop(columns_tx);
+        let _ = outcome_tx.send(result);
+    });
+    Ok(QueryAsync { columns: columns.await.unwrap_or_default(), rows, outcome })
 }
 
 fn query_failed(e: tokio_postgres::Error) -> Error {
@@ -185,14 +274,19 @@ fn query_failed(e: tokio_postgres::Error) -> Error {
             message: db.message().to_owned(),
             detail: db.detail().map(str::to_owned),
             extras: [
-                ("column", db.column()),
-                ("constraint", db.constraint()),
-                ("table", db.table()),
-                ("schema", db.schema()),
-                ("hint", db.hint()),
+                ("column", db.column().map(str::to_owned)),
+                ("constraint", db.constraint().map(str::to_owned)),
+                ("routine", db.routine().map(str::to_owned)),
+                ("hint", db.hint().map(str::to_owned)),
+                ("table", db.table().map(str::to_owned)),
+                ("datatype", db.datatype().map(str::to_owned)),
+                ("schema", db.schema().map(str::to_owned)),
+                ("file", db.file().map(str::to_owned)),
+                ("line", db.line().map(|l| l.to_string())),
+                ("where_", db.where_().map(str::to_owned)),
             ]
             .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
             .collect(),
         }),
     })
@@ -206,22 +300,26 @@ impl pg::Host for PgState {
 
 impl pg::HostConnectionBuilder for PgState {
     async fn new(&mut self, address: String) -> wasmtime::Result<Resource<pg::ConnectionBuilder>> {
-        let rep = self.builders.push(address).map_err(|()| wasmtime::format_err!("too many builders"))?;
+        let rep = self
+            .builders
+            .push(Builder { address, root_ca: None })
+            .map_err(|()| wasmtime::format_err!("out of builder table space"))?;
         Ok(Resource::new_own(rep))
     }
 
-    async fn set_ca_root(
-        &mut self,
-        _builder: Resource<pg::ConnectionBuilder>,
-        _certificate: String,
-    ) -> Result<(), Error> {
-        Err(Error::Other("custom CA roots are not supported by the local runtime (it connects without TLS)".into()))
+    async fn set_ca_root(&mut self, builder: Resource<pg::ConnectionBuilder>, certificate: String) -> Result<(), Error> {
+        let parsed = native_tls::Certificate::from_pem(certificate.as_bytes())
+            .context("invalid root certificate")
+            .map_err(|e| Error::Other(format!("invalid root certificate: {e}")))?;
+        let b = self.builders.get_mut(builder.rep()).ok_or_else(|| Error::ConnectionFailed("no builder found".into()))?;
+        b.root_ca = Some(RootCa { pem: certificate, certificate: parsed });
+        Ok(())
     }
 
     async fn build(&mut self, builder: Resource<pg::ConnectionBuilder>) -> Result<Resource<pg::Connection>, Error> {
-        let address = self.builders.get(builder.rep()).cloned().ok_or_else(|| Error::Other("unknown builder".into()))?;
-        self.check(&address)?;
-        let client = self.pools.connect(&address).await?;
+        let (address, root_ca) = self.builder(builder.rep())?;
+        ensure_allowed(&self.allowed, &address)?;
+        let client = self.pools.connect(&address, root_ca.as_ref()).await?;
         self.push(client)
     }
 
@@ -233,8 +331,8 @@ impl pg::HostConnectionBuilder for PgState {
 
 impl pg::HostConnection for PgState {
     async fn open(&mut self, address: String) -> Result<Resource<pg::Connection>, Error> {
-        self.check(&address)?;
-        let client = self.pools.connect(&address).await?;
+        ensure_allowed(&self.allowed, &address)?;
+        let client = self.pools.connect(&address, None).await?;
         self.push(client)
     }
 
@@ -264,31 +362,35 @@ impl pg::HostConnection for PgState {
     }
 }
 
+impl PgData {
+    async fn open_checked<T>(
+        accessor: &Accessor<T, Self>,
+        address: String,
+        root_ca: Option<RootCa>,
+    ) -> Result<Resource<pg::Connection>, Error> {
+        let pools = accessor.with(|mut a| {
+            let s = a.get();
+            ensure_allowed(&s.allowed, &address)?;
+            Ok::<_, Error>(s.pools.clone())
+        })?;
+        let client = pools.connect(&address, root_ca.as_ref()).await?;
+        accessor.with(|mut a| a.get().push(client))
+    }
+}
+
 impl pg::HostConnectionBuilderWithStore for PgData {
     async fn build_async<T>(
         accessor: &Accessor<T, Self>,
         builder: Resource<pg::ConnectionBuilder>,
     ) -> Result<Resource<pg::Connection>, Error> {
-        let (address, pools) = accessor.with(|mut a| {
-            let s = a.get();
-            let address = s.builders.get(builder.rep()).cloned().ok_or_else(|| Error::Other("unknown builder".into()))?;
-            s.check(&address)?;
-            Ok::<_, Error>((address, s.pools.clone()))
-        })?;
-        let client = pools.connect(&address).await?;
-        accessor.with(|mut a| a.get().push(client))
+        let (address, root_ca) = accessor.with(|mut a| a.get().builder(builder.rep()))?;
+        Self::open_checked(accessor, address, root_ca).await
     }
 }
 
 impl pg::HostConnectionWithStore for PgData {
     async fn open_async<T>(accessor: &Accessor<T, Self>, address: String) -> Result<Resource<pg::Connection>, Error> {
-        let pools = accessor.with(|mut a| {
-            let s = a.get();
-            s.check(&address)?;
-            Ok::<_, Error>(s.pools.clone())
-        })?;
-        let client = pools.connect(&address).await?;
-        accessor.with(|mut a| a.get().push(client))
+        Self::open_checked(accessor, address, None).await
     }
 
     async fn execute_async<T>(
@@ -309,12 +411,37 @@ impl pg::HostConnectionWithStore for PgData {
         params: Vec<ParameterValue>,
     ) -> Result<(Vec<Column>, StreamReader<Row>, FutureReader<Result<(), Error>>), Error> {
         let client = accessor.with(|mut a| a.get().client(connection.rep()))?;
-        let RowSet { columns, rows } = query(&client, &statement, &params).await?;
-        accessor.with(|mut a| {
-            let rows = StreamReader::new(&mut a, rows)?;
-            let done = FutureReader::new(&mut a, async { Ok::<_, wasmtime::Error>(Ok::<(), Error>(())) })?;
-            wasmtime::Result::Ok((columns, rows, done))
-        })
-        .map_err(|e: wasmtime::Error| Error::Other(format!("{e}")))
+        let QueryAsync { columns, rows, outcome } = query_async(&client, &statement, &params).await?;
+        let rows = ChannelStream(rows);
+        let outcome = async move {
+            Ok::<_, wasmtime::Error>(outcome.await.unwrap_or_else(|_| Err(Error::Other("the query task ended".into()))))
+        };
+        accessor
+            .with(|mut a| {
+                let rows = StreamReader::new(&mut a, rows)?;
+                let done = FutureReader::new(&mut a, outcome)?;
+                wasmtime::Result::Ok((columns, rows, done))
+            })
+            .map_err(|e: wasmtime::Error| Error::Other(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_checked_host_by_host_with_spins_messages() {
+        let allowed = AllowedHosts::parse(["postgres://db.internal:5433"], &[]).unwrap();
+        assert!(ensure_allowed(&allowed, "postgres://u@db.internal:5433/x?sslmode=disable").is_ok());
+        assert!(ensure_allowed(&allowed, "host=db.internal port=5433 user=u").is_ok());
+        match ensure_allowed(&allowed, "postgres://u@db.internal/x") {
+            Err(Error::ConnectionFailed(m)) => assert_eq!(m, "address postgres://db.internal:5432 is not permitted"),
+            other => panic!("{other:?}"),
+        }
+        match ensure_allowed(&allowed, "host=/run/postgresql user=u") {
+            Err(Error::ConnectionFailed(m)) => assert!(m.contains("Unix sockets"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

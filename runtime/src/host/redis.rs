@@ -1,7 +1,11 @@
 //! Outbound `spin:redis/redis@3.0.0`, as Spin hosts it: each `open` makes its
 //! own multiplexed connection (so one guest's MULTI or SELECT never affects
 //! another's), after checking the address against `allowed_outbound_hosts`.
-//! Replies are flattened into a list exactly as Spin flattens them.
+//! Replies are flattened into a list exactly as Spin flattens them, and
+//! every error is the variant and text Spin 4.0.2 gives
+//! (`crates/factor-outbound-redis/src/host.rs`). One difference, on the
+//! strict side: a connection here gives up after 1 s connecting and 5 s
+//! waiting for a reply, where Spin waits for ever.
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, FromRedisValue, Value};
@@ -13,7 +17,9 @@ use super::table::Table;
 use crate::allowed_hosts::AllowedHosts;
 use crate::bindings::spin::redis::redis::{self as r, Error, Payload, RedisParameter, RedisResult};
 
-const MAX_CONNECTIONS_PER_INSTANCE: usize = 32;
+/// Spin's resource-table default.
+const MAX_CONNECTIONS_PER_INSTANCE: usize = 1024;
+/// Spin's `MAX_HOST_BUFFERED_BYTES`.
 const MAX_RESULT_BYTES: usize = 128 << 20;
 /// A Redis that does not answer must become an error, not a hung request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -30,7 +36,7 @@ impl RedisState {
     }
 
     fn conn(&self, rep: u32) -> Result<MultiplexedConnection, Error> {
-        self.connections.get(rep).cloned().ok_or_else(|| Error::Other("unknown connection".into()))
+        self.connections.get(rep).cloned().ok_or_else(|| Error::Other("could not find connection for resource".into()))
     }
 }
 
@@ -57,6 +63,10 @@ async fn connect(allowed: &AllowedHosts, address: &str) -> Result<MultiplexedCon
 
 struct Flattened(Vec<RedisResult>);
 
+fn unsupported(what: &str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::TypeError, "Could not convert Redis response", what.to_owned()))
+}
+
 impl FromRedisValue for Flattened {
     fn from_redis_value(value: &Value) -> redis::RedisResult<Self> {
         fn append(out: &mut Vec<RedisResult>, v: &Value) -> redis::RedisResult<()> {
@@ -69,19 +79,14 @@ impl FromRedisValue for Flattened {
                 Value::Array(a) | Value::Set(a) => a.iter().try_for_each(|v| append(out, v))?,
                 Value::Double(d) => out.push(RedisResult::Binary(d.to_string().into_bytes())),
                 Value::Boolean(b) => out.push(RedisResult::Int64(i64::from(*b))),
-                Value::VerbatimString { text, .. } => out.push(RedisResult::Binary(text.clone().into_bytes())),
                 Value::BigNumber(n) => out.push(RedisResult::Binary(n.to_string().into_bytes())),
-                Value::Push { data, .. } => data.iter().try_for_each(|v| append(out, v))?,
                 Value::ServerError(e) => {
-                    return Err(redis::RedisError::from((redis::ErrorKind::ResponseError, "server error", format!("{e:?}"))));
+                    return Err(redis::RedisError::from((redis::ErrorKind::ResponseError, "Server error", format!("{e:?}"))));
                 }
-                Value::Map(_) | Value::Attribute { .. } => {
-                    return Err(redis::RedisError::from((
-                        redis::ErrorKind::TypeError,
-                        "Could not convert Redis response",
-                        "Redis Map and Attribute types are not supported".to_owned(),
-                    )));
-                }
+                Value::Map(_) => return Err(unsupported("Redis Map type is not supported")),
+                Value::Attribute { .. } => return Err(unsupported("Redis Attribute type is not supported")),
+                Value::VerbatimString { .. } => return Err(unsupported("Redis string with format attribute is not supported")),
+                Value::Push { .. } => return Err(unsupported("Redis Pub/Sub types are not supported")),
             }
             Ok(())
         }
@@ -120,7 +125,11 @@ impl r::HostConnectionWithStore for RedisData {
 
     async fn get<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String) -> Result<Option<Payload>, Error> {
         let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
-        conn.get(&key).await.map_err(other)
+        let value: Option<Payload> = conn.get(&key).await.map_err(other)?;
+        if std::mem::size_of::<Option<Payload>>() + value.as_ref().map_or(0, Vec::len) > MAX_RESULT_BYTES {
+            return Err(Error::Other(format!("query result exceeds limit of {MAX_RESULT_BYTES} bytes")));
+        }
+        Ok(value)
     }
 
     async fn set<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String, value: Payload) -> Result<(), Error> {
@@ -130,10 +139,7 @@ impl r::HostConnectionWithStore for RedisData {
 
     async fn incr<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String) -> Result<i64, Error> {
         let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
-        conn.incr(&key, 1).await.map_err(|e| match e.kind() {
-            redis::ErrorKind::TypeError | redis::ErrorKind::ResponseError => Error::TypeError,
-            _ => other(e),
-        })
+        conn.incr(&key, 1).await.map_err(other)
     }
 
     async fn del<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, keys: Vec<String>) -> Result<u32, Error> {
@@ -143,7 +149,9 @@ impl r::HostConnectionWithStore for RedisData {
 
     async fn sadd<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String, values: Vec<String>) -> Result<u32, Error> {
         let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
-        conn.sadd(&key, &values).await.map_err(other)
+        conn.sadd(&key, &values)
+            .await
+            .map_err(|e| if e.kind() == redis::ErrorKind::TypeError { Error::TypeError } else { other(e) })
     }
 
     async fn smembers<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String) -> Result<Vec<String>, Error> {
@@ -171,16 +179,20 @@ impl r::HostConnectionWithStore for RedisData {
             };
         }
         let Flattened(results) = cmd.query_async(&mut conn).await.map_err(other)?;
-        let size: usize = results
-            .iter()
-            .map(|r| match r {
-                RedisResult::Binary(b) => b.len(),
-                RedisResult::Status(s) => s.len(),
-                _ => 0,
-            } + std::mem::size_of::<RedisResult>())
-            .sum();
+        let size: usize = std::mem::size_of::<Vec<RedisResult>>()
+            + results
+                .iter()
+                .map(|r| {
+                    std::mem::size_of::<RedisResult>()
+                        + match r {
+                            RedisResult::Binary(b) => b.len(),
+                            RedisResult::Status(s) => s.len(),
+                            _ => 0,
+                        }
+                })
+                .sum::<usize>();
         if size > MAX_RESULT_BYTES {
-            return Err(Error::Other(format!("result exceeds limit of {MAX_RESULT_BYTES} bytes")));
+            return Err(Error::Other(format!("query result exceeds limit of {MAX_RESULT_BYTES} bytes")));
         }
         Ok(results)
     }

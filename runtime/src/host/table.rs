@@ -28,6 +28,10 @@ impl<T> Table<T> {
         self.items.get(&rep)
     }
 
+    pub fn get_mut(&mut self, rep: u32) -> Option<&mut T> {
+        self.items.get_mut(&rep)
+    }
+
     pub fn remove(&mut self, rep: u32) -> Option<T> {
         self.items.remove(&rep)
     }

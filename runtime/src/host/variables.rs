@@ -1,5 +1,7 @@
 //! `spin:variables/variables@3.0.0`: a component sees only the variables its
 //! own manifest entry declares, already resolved from application variables.
+//! Names are checked and errors worded as Spin 4.0.2 does
+//! (`crates/expressions/src/lib.rs`, `Key::validate` and `get_template`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use wasmtime::component::{Accessor, HasData};
 use crate::bindings::spin::variables::variables::{self as v, Error};
 
 pub struct VariablesState {
+    pub component: Arc<str>,
     pub values: Arc<BTreeMap<String, String>>,
 }
 
@@ -23,13 +26,58 @@ impl v::Host for VariablesState {
     }
 }
 
+/// Spin's rule for a name a guest asks for: lowercase letters, digits and
+/// single underscores, starting with a letter, not ending with `_`.
+fn validate(key: &str) -> Result<(), Error> {
+    let reason = if key.is_empty() {
+        Some("must not be empty".to_owned())
+    } else if let Some(c) = key.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')) {
+        Some(format!(
+            "invalid character {c:?}. Variable names may contain only lower-case letters, numbers, and underscores."
+        ))
+    } else if !key.as_bytes()[0].is_ascii_lowercase() {
+        Some("must start with a lowercase ASCII letter".to_owned())
+    } else if !key.as_bytes()[key.len() - 1].is_ascii_alphanumeric() {
+        Some("must end with a lowercase ASCII letter or digit".to_owned())
+    } else if key.contains("__") {
+        Some("must not contain multiple consecutive underscores".to_owned())
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName(format!("{key:?}: {reason}"))),
+        None => Ok(()),
+    }
+}
+
 impl v::HostWithStore for VariablesData {
     async fn get<T>(accessor: &Accessor<T, Self>, name: String) -> Result<String, Error> {
-        let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
-            return Err(Error::InvalidName(format!("invalid variable name {name:?}")));
+        validate(&name)?;
+        accessor.with(|mut a| {
+            let s = a.get();
+            if s.values.is_empty() {
+                return Err(Error::Undefined(format!("no variable for component {:?}", &*s.component)));
+            }
+            s.values.get(&name).cloned().ok_or_else(|| Error::Undefined(format!("no variable for {:?}.{name:?}", &*s.component)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_refused_as_spin_refuses_them() {
+        for bad in ["", "A", "1a", "a_", "a__b", "a-b"] {
+            assert!(matches!(validate(bad), Err(Error::InvalidName(_))), "{bad:?} was accepted");
         }
-        accessor.with(|mut a| a.get().values.get(&name).cloned().ok_or(Error::Undefined(format!("no variable named {name:?}"))))
+        for good in ["a", "a1", "a_b_c"] {
+            assert!(validate(good).is_ok(), "{good:?}");
+        }
+        match validate("a_") {
+            Err(Error::InvalidName(m)) => assert_eq!(m, "\"a_\": must end with a lowercase ASCII letter or digit"),
+            other => panic!("{other:?}"),
+        }
     }
 }
