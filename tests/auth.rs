@@ -324,3 +324,29 @@ async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
     }
     assert_eq!(statuses, [202, 202, 429], "a spoofed X-Forwarded-For must not buy a fresh budget");
 }
+
+#[tokio::test]
+async fn a_forged_spin_client_addr_does_not_buy_a_fresh_budget() {
+    // Spin 4.0.2 hands a component the client's own headers before its
+    // `spin-*` ones, so a client can send `spin-client-addr` and the
+    // component sees two values: the forged one first, Spin's last.
+    let mut opts = AppOptions::product();
+    opts.env.push(("SPIN_VARIABLE_RATE_LIMIT_AUTH_PER_IP".into(), "2".into()));
+    opts.env.push(("SPIN_VARIABLE_TRUSTED_PROXIES".into(), "203.0.113.9".into()));
+    let app = spawn_with(opts).await;
+    let mut statuses = Vec::new();
+    // The last forgery even names a trusted proxy, to have X-Forwarded-For believed.
+    for (forged, xff) in [("192.0.2.1:1", "192.0.2.11"), ("192.0.2.2:1", "192.0.2.12"), ("203.0.113.9:1", "192.0.2.13")] {
+        let resp = app
+            .client
+            .post(app.url("/auth/password/forgot"))
+            .header("spin-client-addr", forged)
+            .header("x-forwarded-for", xff)
+            .json(&json!({ "email": "nobody@example.com" }))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [202, 202, 429], "every request counted for the real peer");
+}

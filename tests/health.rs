@@ -60,3 +60,16 @@ async fn ready_is_503_when_postgres_is_unreachable() {
     assert_eq!(body["redis"], "ok");
     assert!(!body.to_string().contains("127.0.0.1:1"), "driver detail leaked: {body}");
 }
+
+#[tokio::test]
+async fn a_path_nothing_serves_is_a_404_problem_whatever_the_method() {
+    let app = spawn_app().await;
+
+    for (method, path) in [("GET", "/nowhere"), ("POST", "/api/nowhere"), ("DELETE", "/health/more"), ("GET", "/assets/none.js")] {
+        let resp = app.client.request(method.parse().unwrap(), app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{method} {path}");
+        assert_eq!(resp.headers()["content-type"], "application/problem+json", "{method} {path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "not_found", "{method} {path}");
+    }
+}

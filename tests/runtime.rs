@@ -1,6 +1,7 @@
-//! The local runtime behaves like Spin for what the app uses: routing and its
-//! headers, the capability sandbox, variables, instance isolation, limits,
-//! graceful shutdown and watch mode.
+//! The runtime serves the app as Spin does: routing and its headers, the
+//! capability sandbox, variables and instance reuse — under either runtime
+//! (`LVD_TEST_RUNTIME`). Graceful shutdown and watch mode are lvd-runtime's
+//! own. How the host's interfaces behave case by case is `parity.rs`.
 
 use lvd_tests::*;
 use serde_json::Value;
@@ -12,36 +13,25 @@ async fn exact_wildcard_and_parameter_routes_reach_their_component_with_spins_he
 
     let (status, wild) = app.get_json("/allowed/deep/path?x=1").await;
     assert_eq!(status, 200);
+    // Each header's values, in order; Spin sets each once.
     let h = &wild["headers"];
-    assert_eq!(h["spin-path-info"], "/deep/path");
-    assert_eq!(h["spin-matched-route"], "/allowed/...");
-    assert_eq!(h["spin-raw-component-route"], "/allowed/...");
-    assert_eq!(h["spin-component-route"], "/allowed");
-    assert_eq!(h["spin-full-url"], format!("{}/allowed/deep/path?x=1", app.address));
-    assert!(h["spin-client-addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(h["spin-path-info"], serde_json::json!(["/deep/path"]));
+    assert_eq!(h["spin-matched-route"], serde_json::json!(["/allowed/..."]));
+    assert_eq!(h["spin-raw-component-route"], serde_json::json!(["/allowed/..."]));
+    assert_eq!(h["spin-component-route"], serde_json::json!(["/allowed"]));
+    assert_eq!(h["spin-base-path"], serde_json::json!(["/"]));
+    assert_eq!(h["spin-full-url"], serde_json::json!([format!("{}/allowed/deep/path?x=1", app.address)]));
+    assert!(h["spin-client-addr"][0].as_str().unwrap().starts_with("127.0.0.1:"));
 
     let (status, param) = app.get_json("/items/abc-42/detail").await;
     assert_eq!(status, 200);
-    assert_eq!(param["headers"]["spin-path-match-id"], "abc-42");
-    assert_eq!(param["headers"]["spin-matched-route"], "/items/:id/detail");
+    assert_eq!(param["headers"]["spin-path-match-id"], serde_json::json!(["abc-42"]));
+    assert_eq!(param["headers"]["spin-matched-route"], serde_json::json!(["/items/:id/detail"]));
 
     let (status, exact) = app.get_json("/exact").await;
     assert_eq!(status, 200);
-    assert_eq!(exact["headers"]["spin-matched-route"], "/exact");
-    assert_eq!(exact["headers"]["spin-path-info"], "");
-}
-
-#[tokio::test]
-async fn an_unmatched_path_is_a_404_problem() {
-    let app = spawn_fixtures().await;
-
-    for path in ["/nowhere", "/exact/more", "/items/1"] {
-        let resp = app.get(path).await;
-        assert_eq!(resp.status(), 404, "{path}");
-        assert_eq!(resp.headers()["content-type"], "application/problem+json");
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["code"], "not_found");
-    }
+    assert_eq!(exact["headers"]["spin-matched-route"], serde_json::json!(["/exact"]));
+    assert_eq!(exact["headers"]["spin-path-info"], serde_json::json!([""]));
 }
 
 #[tokio::test]
@@ -82,7 +72,7 @@ async fn a_missing_required_variable_stops_the_runtime_naming_it() {
 
     let err = start_runtime(&opts, &db, &redis, &dir).await.expect_err("runtime started without a required variable");
 
-    assert!(err.contains("'redis_host'") && err.contains("SPIN_VARIABLE_REDIS_HOST"), "{err}");
+    assert!(err.contains("no provider resolved required variable") && err.contains("redis_host"), "{err}");
 }
 
 #[tokio::test]
@@ -109,28 +99,21 @@ async fn with_reuse_off_concurrent_requests_get_separate_instances() {
 async fn by_default_an_instance_serves_many_requests_as_spin_does() {
     let app = spawn_fixtures().await;
     let mut served = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..20 {
         served.push(app.get_json("/allowed/echo").await.1["served"].as_u64().unwrap());
     }
-    assert_eq!(served, [1, 2, 3], "Spin 4.0.2 reuses wasi:http 0.3 instances (128 requests, 16 at once)");
-}
-
-#[tokio::test]
-async fn a_body_over_the_limit_is_413_before_the_component_runs() {
-    let app = spawn_fixtures().await;
-
-    // Several times over: a client still writing its body must get the 413,
-    // not a reset connection (the runtime reads and drops the rest first).
-    for _ in 0..10 {
-        let resp = app.client.post(app.url("/allowed/echo")).body(vec![b'x'; 4 << 20]).send().await.unwrap();
-        assert_eq!(resp.status(), 413);
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["code"], "payload_too_large");
-    }
+    // Which instance takes a request is the host's choice: one still
+    // finishing its last response may not take the next, and another starts
+    // (wasmtime-wasi-http's ProxyHandler, in Spin and here alike). Reuse
+    // shows as an instance that has served more than one.
+    assert!(served.iter().any(|&n| n > 1), "Spin 4.0.2 reuses wasi:http 0.3 instances (128 requests, 16 at once): {served:?}");
 }
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
+    if !local_runtime_feature("draining in-flight requests on SIGTERM") {
+        return;
+    }
     let mut app = spawn_fixtures().await;
     let pid = nix::unistd::Pid::from_raw(app.runtime.id().unwrap() as i32);
     let slow = {
@@ -150,6 +133,9 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
 
 #[tokio::test]
 async fn watch_mode_swaps_a_rebuilt_component_without_dropping_in_flight_requests() {
+    if !local_runtime_feature("watch mode (`spin watch` restarts the app instead)") {
+        return;
+    }
     // An app whose "build" copies one of two prebuilt components into place:
     // the probe first, then the health component.
     let dir = TempDir::new();
@@ -176,7 +162,7 @@ watch = ["trigger.txt"]
         ),
     )
     .unwrap();
-    let opts = AppOptions { manifest, env: vec![], unset: vec![], extra_args: vec!["--watch".into()] };
+    let opts = AppOptions { manifest, extra_args: vec!["--watch".into()], ..AppOptions::product() };
     let app = spawn_with(opts).await;
     assert_eq!(app.get_json("/health").await.1["served"], 1, "the probe answers first");
     let slow = {

@@ -1,9 +1,13 @@
-//! Test helpers: start the app under the local runtime with its own freshly
-//! migrated PostgreSQL database and its own Redis server, and talk to it over
-//! HTTP. Nothing is shared between tests, so they run in any order, in parallel.
+//! Test helpers: start the app with its own freshly migrated PostgreSQL
+//! database and its own Redis server, and talk to it over HTTP. Nothing is
+//! shared between tests, so they run in any order, in parallel.
 //!
-//! The runtime binary and the components must be built first; `script/test`
-//! does that (it is what CI runs).
+//! The app runs under the local runtime (`lvd-runtime up`), or under real
+//! Spin with `LVD_TEST_RUNTIME=spin` (the binary from `LVD_SPIN_BIN`, by
+//! default `.tools/spin`): the same manifest, flags and environment, so the
+//! whole suite proves the product under either. CI cannot build Spin and
+//! uses the local runtime. The binaries and the components must be built
+//! first; `script/test` does that (it is what CI runs).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -28,12 +32,48 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-pub fn runtime_bin() -> PathBuf {
-    let bin = std::env::var_os("LVD_RUNTIME_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/release/lvd-runtime"));
-    assert!(bin.exists(), "{} is missing: run script/test, which builds it and the components", bin.display());
-    bin
+/// The runtime that serves the app under test.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestRuntime {
+    /// `lvd-runtime`, this repository's (`LVD_RUNTIME_BIN` overrides the path).
+    Local(PathBuf),
+    /// Real Spin's `spin` CLI.
+    Spin(PathBuf),
+}
+
+/// Which runtime `LVD_TEST_RUNTIME` asks for: `local` (the default) or `spin`.
+pub fn test_runtime() -> TestRuntime {
+    let which = std::env::var("LVD_TEST_RUNTIME").unwrap_or_default();
+    let (runtime, bin) = match which.as_str() {
+        "" | "local" => {
+            let bin = std::env::var_os("LVD_RUNTIME_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("target/release/lvd-runtime"));
+            (TestRuntime::Local(bin.clone()), bin)
+        }
+        "spin" => {
+            let bin = std::env::var_os("LVD_SPIN_BIN").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".tools/spin"));
+            (TestRuntime::Spin(bin.clone()), bin)
+        }
+        other => panic!("LVD_TEST_RUNTIME={other:?}: expected \"local\" or \"spin\""),
+    };
+    assert!(bin.exists(), "{} is missing: run script/test, which builds the runtime and the components", bin.display());
+    runtime
+}
+
+pub fn under_spin() -> bool {
+    matches!(test_runtime(), TestRuntime::Spin(_))
+}
+
+/// For a test of something only `lvd-runtime` has (its watch mode, say):
+/// true under the local runtime; under Spin, says so on stderr and returns
+/// false, so the test ends without claiming anything about Spin.
+pub fn local_runtime_feature(what: &str) -> bool {
+    if under_spin() {
+        eprintln!("not run under Spin: {what} is a feature of lvd-runtime only");
+        return false;
+    }
+    true
 }
 
 /// Base URL of the PostgreSQL server tests create their databases on.
@@ -105,11 +145,14 @@ pub struct AppOptions {
     /// Variables the helper would set but this test wants unset.
     pub unset: Vec<String>,
     pub extra_args: Vec<String>,
+    /// The runtime config's text; by default, the `default` key-value store
+    /// in the test's Redis, database 0.
+    pub runtime_config: Option<String>,
 }
 
 impl AppOptions {
     pub fn product() -> Self {
-        Self { manifest: repo_root().join("spin.toml"), env: vec![], unset: vec![], extra_args: vec![] }
+        Self { manifest: repo_root().join("spin.toml"), env: vec![], unset: vec![], extra_args: vec![], runtime_config: None }
     }
 
     pub fn fixtures() -> Self {
@@ -122,7 +165,7 @@ impl AppOptions {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub runtime: Child,
+    pub runtime: RuntimeProcess,
     /// The worker (product only) and the SMTP server it sends mail to.
     pub worker: Option<TestWorker>,
     pub smtp: Option<TestSmtp>,
@@ -170,24 +213,79 @@ pub fn app_env(db: &TestDb, redis: &TestRedis) -> Vec<(String, String)> {
     ]
 }
 
+/// A running runtime: `lvd-runtime`, or `spin up` and the trigger process
+/// it starts, in a process group of their own. Dropping it kills the group.
+#[derive(Debug)]
+pub struct RuntimeProcess(Child);
+
+impl RuntimeProcess {
+    pub fn id(&self) -> Option<u32> {
+        self.0.id()
+    }
+
+    /// Sends `signal` to every process of the runtime.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pid) = self.0.id() {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+    }
+
+    /// SIGKILL to every process of the runtime, then waits for it.
+    pub async fn kill(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait().await;
+    }
+
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait().await
+    }
+}
+
+impl Drop for RuntimeProcess {
+    fn drop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// The state directory a test's runtime is given (`--state-dir`).
+pub fn state_dir(dir: &TempDir) -> PathBuf {
+    dir.path.join("state")
+}
+
 /// Starts the runtime and waits for its "Serving http://..." line. On failure
 /// returns what it wrote to stderr.
-pub async fn start_runtime(opts: &AppOptions, db: &TestDb, redis: &TestRedis, dir: &TempDir) -> Result<(Child, String), String> {
+pub async fn start_runtime(
+    opts: &AppOptions,
+    db: &TestDb,
+    redis: &TestRedis,
+    dir: &TempDir,
+) -> Result<(RuntimeProcess, String), String> {
     let rc = dir.path.join("runtime-config.toml");
-    std::fs::write(&rc, format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\n", redis.port))
-        .unwrap();
-    let mut cmd = Command::new(runtime_bin());
+    let rc_text = opts.runtime_config.clone().unwrap_or_else(|| {
+        format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\n", redis.port)
+    });
+    std::fs::write(&rc, rc_text).unwrap();
+    // Both take `spin up`'s flags; each test has a state directory of its
+    // own, so parallel tests share neither logs nor the SQLite store.
+    let mut cmd = match test_runtime() {
+        TestRuntime::Local(bin) | TestRuntime::Spin(bin) => Command::new(bin),
+    };
     cmd.arg("up")
         .arg("--from")
         .arg(&opts.manifest)
         .arg("--runtime-config-file")
         .arg(&rc)
         .args(["--listen", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(state_dir(dir))
         .args(&opts.extra_args)
         .envs(app_env(db, redis))
         .envs(opts.env.iter().cloned())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // `spin up` runs its trigger as a child process: a group of its
+        // own lets a test stop (or kill) both at once.
+        .process_group(0)
         .kill_on_drop(true);
     for k in &opts.unset {
         cmd.env_remove(k);
@@ -210,15 +308,15 @@ pub async fn start_runtime(opts: &AppOptions, db: &TestDb, redis: &TestRedis, di
         let line = tokio::time::timeout_at(deadline.into(), lines.next_line()).await;
         match line {
             Ok(Ok(Some(l))) => {
-                if let Some(addr) = l.strip_prefix("Serving ") {
+                if let Some(addr) = l.trim().strip_prefix("Serving ") {
                     let addr = addr.trim().to_owned();
                     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                    return Ok((child, addr));
+                    return Ok((RuntimeProcess(child), addr));
                 }
             }
             _ => {
-                let _ = child.kill().await;
-                let _ = child.wait().await;
+                let mut runtime = RuntimeProcess(child);
+                runtime.kill().await;
                 let mut stderr = Vec::new();
                 while let Ok(l) = err_rx.try_recv() {
                     stderr.push(l);
