@@ -1,8 +1,17 @@
 //! `lvd::db::Db` over `spin:postgres`. The connection opens on first use, so
-//! a request that needs no database never touches it.
+//! a request that needs no database never touches it. A statement that has
+//! not finished (rows read included) within [`deadline::POSTGRES`] is the
+//! database unavailable: Spin's client waits for ever on a server that
+//! stops answering.
 
 use lvd::db::{Db, DbError, Param, Row, Value};
 use spin_sdk::pg::{self, DbValue, ParameterValue};
+
+use crate::deadline;
+
+fn timed_out() -> DbError {
+    DbError::Unavailable(format!("no answer within {:?}", deadline::POSTGRES))
+}
 
 pub struct SpinDb {
     url: String,
@@ -81,6 +90,16 @@ fn sdk_error(e: pg::Error) -> DbError {
 
 impl Db for SpinDb {
     async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError> {
+        deadline::within(deadline::POSTGRES, self.query_now(sql, params)).await.unwrap_or_else(|| Err(timed_out()))
+    }
+
+    async fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
+        deadline::within(deadline::POSTGRES, self.execute_now(sql, params)).await.unwrap_or_else(|| Err(timed_out()))
+    }
+}
+
+impl SpinDb {
+    async fn query_now(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError> {
         let conn = self.conn().await?;
         let params: Vec<ParameterValue> = params.iter().map(param).collect();
         let result = conn.query(sql, params).await.map_err(sdk_error)?;
@@ -93,7 +112,7 @@ impl Db for SpinDb {
         Ok(rows)
     }
 
-    async fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
+    async fn execute_now(&self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
         let conn = self.conn().await?;
         let params: Vec<ParameterValue> = params.iter().map(param).collect();
         conn.execute(sql, params).await.map_err(sdk_error)

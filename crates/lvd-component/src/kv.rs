@@ -1,8 +1,43 @@
 //! `lvd::cache::KeyValue` over Spin's key-value API (the `default` store,
-//! which runtime-config.toml backs with Redis). Opens on first use.
+//! which runtime-config.toml backs with Redis). Opens on first use; every
+//! call gives up after [`deadline::KEY_VALUE`] (Spin's store waits for as
+//! long as Redis is down, and a while after), and the instance then leaves
+//! the store alone for a few seconds.
 
 use lvd::cache::{KeyValue, KvError};
 use spin_sdk::key_value::Store;
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use crate::deadline;
+
+/// After a call gets no answer, the store is left alone this long by this
+/// instance: Spin's store stays silent for a minute or two after Redis
+/// comes back (its reconnect backs off; measured 100 s), and every cached
+/// read or write paying the full deadline meanwhile would add seconds to
+/// each request. Callers treat the store's failure as a cache miss.
+const REST_AFTER_SILENCE: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// When this instance may call the store again. Instance health, not
+    /// request state: any request may set it, every request obeys it.
+    static RESTING_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Runs one store call against the deadline, unless the store is resting.
+async fn timed<T>(call: impl Future<Output = Result<T, spin_sdk::key_value::Error>>) -> Result<T, KvError> {
+    if RESTING_UNTIL.get().is_some_and(|until| Instant::now() < until) {
+        return Err(KvError("resting after a call that got no answer".into()));
+    }
+    match deadline::within(deadline::KEY_VALUE, call).await {
+        Some(result) => result.map_err(|e| KvError(format!("{e:?}"))),
+        None => {
+            RESTING_UNTIL.set(Some(Instant::now() + REST_AFTER_SILENCE));
+            Err(KvError(format!("no answer within {:?}", deadline::KEY_VALUE)))
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct SpinKv {
@@ -14,21 +49,21 @@ impl SpinKv {
         if let Some(s) = self.store.get() {
             return Ok(s);
         }
-        let s = Store::open_default().await.map_err(|e| KvError(format!("{e:?}")))?;
+        let s = timed(Store::open_default()).await?;
         Ok(self.store.get_or_init(|| s))
     }
 }
 
 impl KeyValue for SpinKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.store().await?.get(key).await.map_err(|e| KvError(format!("{e:?}")))
+        timed(self.store().await?.get(key)).await
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.store().await?.set(key, value).await.map_err(|e| KvError(format!("{e:?}")))
+        timed(self.store().await?.set(key, value)).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.store().await?.delete(key).await.map_err(|e| KvError(format!("{e:?}")))
+        timed(self.store().await?.delete(key)).await
     }
 }

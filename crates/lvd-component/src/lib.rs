@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod deadline;
 pub mod http;
 pub mod kv;
 pub mod redis;

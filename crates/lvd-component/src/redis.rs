@@ -5,14 +5,17 @@
 //! per request cost a TCP handshake and a Redis client setup each time. The
 //! host makes each `open` its own multiplexed connection, so requests that
 //! share it concurrently are safe, and nothing here uses per-connection
-//! state (MULTI, SELECT, subscriptions). A connection that fails is
-//! forgotten, so the next request opens a fresh one.
+//! state (MULTI, SELECT, subscriptions). A connection that fails, or gives
+//! no answer within [`deadline::REDIS`], is forgotten, so the next request
+//! opens a fresh one.
 
 use lvd::kv::{Arg, Redis, RedisError, Reply};
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+
+use crate::deadline;
 
 thread_local! {
     /// Open connections of this instance, by address. Components are
@@ -46,6 +49,18 @@ impl SpinRedis {
 
 impl Redis for SpinRedis {
     async fn execute(&self, command: &str, args: Vec<Arg>) -> Result<Vec<Reply>, RedisError> {
+        match deadline::within(deadline::REDIS, self.execute_now(command, args)).await {
+            Some(result) => result,
+            None => {
+                self.forget();
+                Err(RedisError(format!("no answer within {:?}", deadline::REDIS)))
+            }
+        }
+    }
+}
+
+impl SpinRedis {
+    async fn execute_now(&self, command: &str, args: Vec<Arg>) -> Result<Vec<Reply>, RedisError> {
         let conn = self.conn().await?;
         let args = args
             .into_iter()

@@ -13,17 +13,17 @@
 //! other Redis data (queues, counters) in another database. SQLite stores
 //! keep each label's keys apart in one `spin_key_value` table, Spin's schema.
 //!
-//! On the strict side of Spin: a Redis store gives up after 1 s connecting
-//! and 5 s waiting for a reply (Spin waits for ever), and an instance may
-//! hold 16 stores open (Spin: 2^32).
+//! Like Spin's, a Redis store is a redis `ConnectionManager` with its default
+//! settings and no timeouts: while Redis is down, a call waits (for ever,
+//! unless Redis returns) — components bound their calls themselves. On the
+//! strict side of Spin: an instance may hold 16 stores open (Spin: 2^32).
 
 use anyhow::Context;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::OnceCell;
 use wasmtime::component::{Accessor, FutureReader, HasData, Resource, StreamReader};
 
@@ -76,16 +76,10 @@ impl Store {
     async fn open(&self) -> Result<Open, Error> {
         match &self.backend {
             Backend::Redis { client, conn } => {
-                let manager = conn
-                    .get_or_try_init(|| async {
-                        let config = ConnectionManagerConfig::new()
-                            .set_connection_timeout(Duration::from_secs(1))
-                            .set_response_timeout(Duration::from_secs(5))
-                            .set_number_of_retries(1);
-                        client.get_connection_manager_with_config(config).await
-                    })
-                    .await
-                    .map_err(other)?;
+                let manager = conn.get_or_try_init(|| client.get_connection_manager()).await.map_err(other)?;
+                // Spin pings on every open and ignores the outcome (a broken
+                // connection starts reconnecting); the wait is the point.
+                let _ = manager.clone().ping::<()>().await;
                 Ok(Open::Redis(manager.clone()))
             }
             Backend::Sqlite { path, conn } => {

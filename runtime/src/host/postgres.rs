@@ -9,7 +9,11 @@
 //! before any network I/O (Spin skips the check in the synchronous
 //! `connection-builder.build`; this runtime checks there too — never more
 //! permissive). Pools use `RecyclingMethod::Clean`, as Spin's do, so session
-//! state does not leak between requests.
+//! state does not leak between requests, and have no timeouts, as Spin's
+//! have none: a server that stops answering holds a statement for ever, so
+//! components bound their calls themselves. One pool of `--pg-pool-size`
+//! connections per address serves every component (Spin: 64 per component
+//! and address).
 
 use anyhow::{Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -17,7 +21,6 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio_postgres::config::{Host, SslMode};
 use wasmtime::component::{Accessor, FutureReader, HasData, Resource, StreamReader};
 
@@ -70,11 +73,6 @@ impl PgPools {
         let pool = Pool::builder(manager)
             .max_size(self.size)
             .runtime(Runtime::Tokio1)
-            // A database that is down must surface as an error within the
-            // readiness budget, not as a hung request.
-            .create_timeout(Some(Duration::from_secs(1)))
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(1)))
             .build()
             .context("building Postgres connection pool")?;
         pools.insert(key, pool.clone());

@@ -3,14 +3,13 @@
 //! another's), after checking the address against `allowed_outbound_hosts`.
 //! Replies are flattened into a list exactly as Spin flattens them, and
 //! every error is the variant and text Spin 4.0.2 gives
-//! (`crates/factor-outbound-redis/src/host.rs`). One difference, on the
-//! strict side: a connection here gives up after 1 s connecting and 5 s
-//! waiting for a reply, where Spin waits for ever.
+//! (`crates/factor-outbound-redis/src/host.rs`). As in Spin, a connection has
+//! no timeouts: a Redis that stops answering holds the call for ever, so
+//! components bound their calls themselves.
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, FromRedisValue, Value};
 use std::sync::Arc;
-use std::time::Duration;
 use wasmtime::component::{Accessor, HasData, Resource};
 
 use super::table::Table;
@@ -21,9 +20,6 @@ use crate::bindings::spin::redis::redis::{self as r, Error, Payload, RedisParame
 const MAX_CONNECTIONS_PER_INSTANCE: usize = 1024;
 /// Spin's `MAX_HOST_BUFFERED_BYTES`.
 const MAX_RESULT_BYTES: usize = 128 << 20;
-/// A Redis that does not answer must become an error, not a hung request.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct RedisState {
     pub allowed: Arc<AllowedHosts>,
@@ -55,10 +51,7 @@ async fn connect(allowed: &AllowedHosts, address: &str) -> Result<MultiplexedCon
         return Err(Error::InvalidAddress);
     }
     let client = redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(CONNECT_TIMEOUT)
-        .set_response_timeout(RESPONSE_TIMEOUT);
-    client.get_multiplexed_async_connection_with_config(&config).await.map_err(other)
+    client.get_multiplexed_async_connection_with_config(&redis::AsyncConnectionConfig::new()).await.map_err(other)
 }
 
 struct Flattened(Vec<RedisResult>);
