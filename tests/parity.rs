@@ -288,3 +288,25 @@ async fn self_never_allows_an_absolute_address() {
 
     assert!(error_of(&redis).contains("InvalidAddress"), "{redis}");
 }
+
+#[tokio::test]
+async fn a_key_value_call_waits_while_redis_is_down_and_resumes_when_it_returns() {
+    let mut app = spawn_fixtures().await;
+    assert_eq!(app.get_json("/allowed/kv?label=default").await.1, json!({ "ok": "v" }));
+
+    app.redis.kill().await;
+    // Spin's store (a redis ConnectionManager, no timeouts) neither answers
+    // nor fails while Redis is down; components bound the wait themselves.
+    let waiting = app.client.get(app.url("/allowed/kv?label=default")).timeout(Duration::from_secs(3)).send().await;
+    assert!(waiting.as_ref().is_err_and(reqwest::Error::is_timeout), "answered: {waiting:?}");
+
+    // It comes back on its own, up to two minutes later: the redis crate's
+    // ConnectionManager backs off between reconnects (measured under Spin
+    // 4.0.2: 100 s; here: 115 s).
+    app.redis.restart().await;
+    eventually(Duration::from_secs(240), "the store to answer again", || async {
+        let resp = app.client.get(app.url("/allowed/kv?label=default")).timeout(Duration::from_secs(5)).send().await.ok()?;
+        (resp.json::<Value>().await.ok()? == json!({ "ok": "v" })).then_some(())
+    })
+    .await;
+}
