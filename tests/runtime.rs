@@ -1,7 +1,8 @@
 //! The runtime serves the app as Spin does: routing and its headers, the
 //! capability sandbox, variables and instance reuse — under either runtime
 //! (`LVD_TEST_RUNTIME`). Graceful shutdown and watch mode are lvd-runtime's
-//! own. How the host's interfaces behave case by case is `parity.rs`.
+//! own and always tested on it. How the host's interfaces behave case by
+//! case is `parity.rs`.
 
 use lvd_tests::*;
 use serde_json::Value;
@@ -111,10 +112,8 @@ async fn by_default_an_instance_serves_many_requests_as_spin_does() {
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
-    if !local_runtime_feature("draining in-flight requests on SIGTERM") {
-        return;
-    }
-    let mut app = spawn_fixtures().await;
+    // lvd-runtime's own (Spin's `spin up` does not drain): always on it.
+    let mut app = spawn_with(AppOptions { runtime: Some(TestRuntime::local()), ..AppOptions::fixtures() }).await;
     let pid = nix::unistd::Pid::from_raw(app.runtime.id().unwrap() as i32);
     let slow = {
         let (client, url) = (app.client.clone(), app.url("/allowed/sleep?ms=1500"));
@@ -133,9 +132,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
 
 #[tokio::test]
 async fn watch_mode_swaps_a_rebuilt_component_without_dropping_in_flight_requests() {
-    if !local_runtime_feature("watch mode (`spin watch` restarts the app instead)") {
-        return;
-    }
+    // lvd-runtime's own (`spin watch` restarts the app): always on it.
     // An app whose "build" copies one of two prebuilt components into place:
     // the probe first, then the health component.
     let dir = TempDir::new();
@@ -162,7 +159,8 @@ watch = ["trigger.txt"]
         ),
     )
     .unwrap();
-    let opts = AppOptions { manifest, extra_args: vec!["--watch".into()], ..AppOptions::product() };
+    let opts =
+        AppOptions { manifest, extra_args: vec!["--watch".into()], runtime: Some(TestRuntime::local()), ..AppOptions::product() };
     let app = spawn_with(opts).await;
     assert_eq!(app.get_json("/health").await.1["served"], 1, "the probe answers first");
     let slow = {

@@ -43,37 +43,27 @@ pub enum TestRuntime {
 
 /// Which runtime `LVD_TEST_RUNTIME` asks for: `local` (the default) or `spin`.
 pub fn test_runtime() -> TestRuntime {
-    let which = std::env::var("LVD_TEST_RUNTIME").unwrap_or_default();
-    let (runtime, bin) = match which.as_str() {
-        "" | "local" => {
-            let bin = std::env::var_os("LVD_RUNTIME_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo_root().join("target/release/lvd-runtime"));
-            (TestRuntime::Local(bin.clone()), bin)
-        }
+    match std::env::var("LVD_TEST_RUNTIME").unwrap_or_default().as_str() {
+        "" | "local" => TestRuntime::local(),
         "spin" => {
             let bin = std::env::var_os("LVD_SPIN_BIN").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".tools/spin"));
-            (TestRuntime::Spin(bin.clone()), bin)
+            assert!(bin.exists(), "{} is missing: LVD_TEST_RUNTIME=spin needs a Spin 4.0.2 binary (LVD_SPIN_BIN)", bin.display());
+            TestRuntime::Spin(bin)
         }
         other => panic!("LVD_TEST_RUNTIME={other:?}: expected \"local\" or \"spin\""),
-    };
-    assert!(bin.exists(), "{} is missing: run script/test, which builds the runtime and the components", bin.display());
-    runtime
-}
-
-pub fn under_spin() -> bool {
-    matches!(test_runtime(), TestRuntime::Spin(_))
-}
-
-/// For a test of something only `lvd-runtime` has (its watch mode, say):
-/// true under the local runtime; under Spin, says so on stderr and returns
-/// false, so the test ends without claiming anything about Spin.
-pub fn local_runtime_feature(what: &str) -> bool {
-    if under_spin() {
-        eprintln!("not run under Spin: {what} is a feature of lvd-runtime only");
-        return false;
     }
-    true
+}
+
+impl TestRuntime {
+    /// lvd-runtime, whatever `LVD_TEST_RUNTIME` says: for tests of its own
+    /// features (watch mode, draining on SIGTERM), which Spin does not have.
+    pub fn local() -> Self {
+        let bin = std::env::var_os("LVD_RUNTIME_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target/release/lvd-runtime"));
+        assert!(bin.exists(), "{} is missing: run script/test, which builds it and the components", bin.display());
+        TestRuntime::Local(bin)
+    }
 }
 
 /// Base URL of the PostgreSQL server tests create their databases on.
@@ -148,11 +138,13 @@ pub struct AppOptions {
     /// The runtime config's text; by default, the `default` key-value store
     /// in the test's Redis, database 0.
     pub runtime_config: Option<String>,
+    /// The runtime to use instead of `LVD_TEST_RUNTIME`'s.
+    pub runtime: Option<TestRuntime>,
 }
 
 impl AppOptions {
     pub fn product() -> Self {
-        Self { manifest: repo_root().join("spin.toml"), env: vec![], unset: vec![], extra_args: vec![], runtime_config: None }
+        Self { manifest: repo_root().join("spin.toml"), env: vec![], unset: vec![], extra_args: vec![], runtime_config: None, runtime: None }
     }
 
     pub fn fixtures() -> Self {
@@ -267,7 +259,7 @@ pub async fn start_runtime(
     std::fs::write(&rc, rc_text).unwrap();
     // Both take `spin up`'s flags; each test has a state directory of its
     // own, so parallel tests share neither logs nor the SQLite store.
-    let mut cmd = match test_runtime() {
+    let mut cmd = match opts.runtime.clone().unwrap_or_else(test_runtime) {
         TestRuntime::Local(bin) | TestRuntime::Spin(bin) => Command::new(bin),
     };
     cmd.arg("up")
