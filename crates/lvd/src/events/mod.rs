@@ -5,6 +5,7 @@
 pub mod ingest;
 pub mod live;
 pub mod plan;
+pub mod quarantine;
 pub mod query;
 pub mod stats;
 
@@ -120,7 +121,11 @@ impl Incoming {
         let timestamp = match map.remove("timestamp") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => match DateTime::parse_from_rfc3339(&s) {
-                Ok(t) => Some(t.with_timezone(&Utc)),
+                Ok(t) if storable_time(t.with_timezone(&Utc)) => Some(t.with_timezone(&Utc)),
+                Ok(_) => {
+                    bad("/timestamp", "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z");
+                    None
+                }
                 Err(_) => {
                     bad("/timestamp", "must be an RFC 3339 time, such as 2026-11-27T08:00:00Z");
                     None
@@ -164,6 +169,15 @@ impl Incoming {
             _ => Err(errors),
         }
     }
+}
+
+/// Whether PostgreSQL stores `t` as it is written in RFC 3339: years 1 to
+/// 9999 in UTC. RFC 3339 also parses year 0, which PostgreSQL refuses ("date/
+/// time field value out of range"), and an offset can carry a time in year
+/// 1 or 9999 across into year 0 or 10000 once it is moved to UTC.
+fn storable_time(t: DateTime<Utc>) -> bool {
+    use chrono::Datelike;
+    (1..=9999).contains(&t.year())
 }
 
 /// PostgreSQL's `jsonb` cannot hold U+0000, so it is refused at the edge
@@ -210,6 +224,16 @@ mod tests {
         assert_eq!(pointers(one(json!({"event": "a", "message_id": "x".repeat(129)}))), ["/message_id"]);
         assert_eq!(pointers(one(json!({"event": "a\nb"}))), ["/event"]);
         assert_eq!(pointers(one(json!({"event": "a", "properties": {"k": "a\u{0}b"}}))), ["/properties"]);
+    }
+
+    #[test]
+    fn only_times_postgresql_stores_are_accepted() {
+        for bad in ["0000-01-01T00:00:00Z", "0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"] {
+            assert_eq!(pointers(one(json!({"event": "a", "timestamp": bad}))), ["/timestamp"], "{bad}");
+        }
+        for good in ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "2026-12-01T10:00:00+14:00"] {
+            assert!(one(json!({"event": "a", "timestamp": good})).is_ok(), "{good}");
+        }
     }
 
     #[test]
