@@ -42,6 +42,34 @@ async fn a_batch_of_500_is_accepted_and_501_is_refused() {
 }
 
 #[tokio::test]
+async fn a_time_postgresql_cannot_store_is_rejected_alone_and_its_neighbour_stored() {
+    let app = spawn_app().await;
+    let (token, id, key) = owner(&app).await;
+
+    let reply = app
+        .ingest_ok(
+            &key,
+            &json!({"batch": [
+                {"event": "a", "timestamp": "0000-01-01T00:00:00Z", "message_id": "y0-1"},
+                {"event": "a", "message_id": "y0-2"},
+            ]}),
+        )
+        .await;
+
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    assert_eq!(reply["results"][0]["status"], "rejected");
+    assert_eq!(reply["results"][0]["errors"][0]["pointer"], "/timestamp");
+    assert_eq!(reply["results"][1]["status"], "unplanned");
+    app.wait_stored(1).await;
+    let (status, page) = logs(&app, &token, &format!("app={id}")).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = page["items"].as_array().unwrap().iter().map(|e| e["message_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["y0-2"]);
+    let lone = app.ingest(&key, &json!({"event": "a", "timestamp": "0000-01-01T00:00:00Z"})).await;
+    assert_eq!(lone.status(), 422);
+}
+
+#[tokio::test]
 async fn a_mixed_batch_judges_each_event_and_rejects_only_the_malformed_ones() {
     let app = spawn_app().await;
     let (token, id, key) = owner(&app).await;
@@ -429,4 +457,53 @@ async fn deleting_an_app_removes_its_events() {
     assert_eq!(app.call(Method::DELETE, &format!("/api/apps/{id}"), &token, None).await.status(), 204);
     let left: i64 = app.db.client().await.query_one("SELECT count(*) FROM log_entries", &[]).await.unwrap().get(0);
     assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_row_postgresql_refuses_is_quarantined_with_its_reason_and_its_neighbours_stored() {
+    let app = spawn_app().await;
+    let (token, id, _) = owner(&app).await;
+    let app_id: uuid::Uuid = id.parse().unwrap();
+    // One request's rows as the ingest script would queue them, the middle
+    // one with a time PostgreSQL refuses (the edge never lets one through:
+    // this stands for whatever it may yet miss).
+    let row = |message_id: &str| {
+        let event = lvd::events::Incoming {
+            event: lvd::events::EventName::parse("a".into()).unwrap(),
+            properties: json!({"k": message_id}),
+            timestamp: None,
+            message_id: Some(message_id.into()),
+            context: None,
+        };
+        lvd::events::ingest::judge(event, None, chrono::Utc::now()).copy_line(app_id)
+    };
+    let mut bad: Vec<String> = row("q-2").split('\t').map(str::to_owned).collect();
+    bad[7] = "0000-01-01T00:00:00Z".into();
+    let entry = format!("{}{}{}", row("q-1"), bad.join("\t"), row("q-3"));
+    app.redis_cmd(&["XADD", lvd::events::ingest::STREAM, "*", lvd::queues::FIELD, &entry]).await;
+
+    app.wait_stored(2).await;
+    let quarantined = eventually(Duration::from_secs(10), "the refused row quarantined", || async {
+        let resp = app.call(Method::GET, &format!("/api/apps/{id}/quarantine"), &token, None).await;
+        let body: Value = resp.json().await.ok()?;
+        (body["items"].as_array()?.len() == 1).then_some(body)
+    })
+    .await;
+
+    let item = &quarantined["items"][0];
+    assert_eq!(item["line"], 1);
+    assert!(item["reason"].as_str().unwrap().contains("out of range"), "{item}");
+    assert!(item["row"].as_str().unwrap().contains("q-2"), "{item}");
+    assert_eq!(quarantined["next_cursor"], Value::Null);
+    let (_, page) = logs(&app, &token, &format!("app={id}")).await;
+    let mut stored: Vec<&str> = page["items"].as_array().unwrap().iter().map(|e| e["message_id"].as_str().unwrap()).collect();
+    stored.sort();
+    assert_eq!(stored, ["q-1", "q-3"]);
+    let (_, ready) = app.get_json("/health/ready").await;
+    assert_eq!(ready["quarantined_rows"], 1, "{ready}");
+    assert_eq!(ready["dead_letters"]["ingest"], 0, "{ready}");
+    // Another user sees none of it.
+    let other = app.signed_in("other@example.com").await;
+    let resp = app.call(Method::GET, &format!("/api/apps/{id}/quarantine"), &other, None).await;
+    assert_eq!(resp.status(), 404);
 }

@@ -12,7 +12,11 @@
 //! app deleted meanwhile, say), take the safe path: `COPY` into a staging
 //! table, then `INSERT ... ON CONFLICT DO NOTHING` keyed by each row's id,
 //! skipping rows of apps that no longer exist. An entry that fails even
-//! alone is parked in the dead-letter stream instead of blocking the rest.
+//! alone is settled row by row: each row PostgreSQL still refuses goes to
+//! `quarantined_rows` with the reason, and the rest of the entry is stored —
+//! one bad value never takes its neighbours with it, and nothing that got a
+//! 202 leaves the system silently. Only an entry whose rows cannot even be
+//! quarantined is parked in the (bounded) dead-letter stream.
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -41,6 +45,7 @@ pub struct Drainer {
 pub struct Drained {
     pub entries: usize,
     pub rows: u64,
+    pub quarantined: u64,
     pub dead_lettered: usize,
 }
 
@@ -88,18 +93,28 @@ impl Drainer {
                     drained.rows = n;
                 }
                 Err(e) if is_connection_error(&e) => return Err(e),
-                // Something in the batch is poison: settle entry by entry.
+                // Something in the batch is poison: settle entry by entry,
+                // and a poison entry row by row.
                 Err(_) => {
                     for entry in entries {
                         match merge(pg, std::slice::from_ref(entry)).await {
                             Ok(n) => drained.rows += n,
                             Err(e) if is_connection_error(&e) => return Err(e),
-                            Err(e) => {
-                                tracing::error!(entry = %entry.id, error = %format!("{e:#}"), "ingest entry cannot be stored; dead-lettered");
-                                self.queue.dead_letter(entry, &format!("{e:#}")).await?;
-                                drained.dead_lettered += 1;
-                                self.metrics.jobs.with_label_values(&["ingest", "dead_lettered"]).inc();
-                            }
+                            Err(_) => match settle_rows(pg, entry).await {
+                                Ok((stored, quarantined)) => {
+                                    tracing::error!(entry = %entry.id, stored, quarantined, "rows PostgreSQL refused were quarantined");
+                                    drained.rows += stored;
+                                    drained.quarantined += quarantined;
+                                    self.metrics.quarantined.inc_by(quarantined);
+                                }
+                                Err(e) if is_connection_error(&e) => return Err(e),
+                                Err(e) => {
+                                    tracing::error!(entry = %entry.id, error = %format!("{e:#}"), "ingest entry cannot be stored nor quarantined; dead-lettered");
+                                    self.queue.dead_letter(entry, &format!("{e:#}")).await?;
+                                    drained.dead_lettered += 1;
+                                    self.metrics.jobs.with_label_values(&["ingest", "dead_lettered"]).inc();
+                                }
+                            },
                         }
                     }
                 }
@@ -116,15 +131,20 @@ impl Drainer {
 /// The fast path: one `COPY` straight into `log_entries`.
 async fn copy(pg: &Client, entries: &[Entry]) -> Result<u64> {
     let sink = pg.copy_in(&format!("COPY log_entries ({COPY_COLUMNS}) FROM STDIN")).await?;
-    write_all(sink, entries).await
+    write_all(sink, &entries.iter().map(|e| e.job.as_str()).collect::<Vec<_>>()).await
 }
 
 /// The safe path: stage, then insert what is not there yet.
 async fn merge(pg: &Client, entries: &[Entry]) -> Result<u64> {
+    merge_text(pg, &entries.iter().map(|e| e.job.as_str()).collect::<Vec<_>>()).await
+}
+
+/// [`merge`] of any COPY text: whole entries, or single rows of one.
+async fn merge_text(pg: &Client, chunks: &[&str]) -> Result<u64> {
     pg.batch_execute("BEGIN").await?;
     let result = async {
         let sink = pg.copy_in(&format!("COPY log_staging ({COPY_COLUMNS}) FROM STDIN")).await?;
-        write_all(sink, entries).await?;
+        write_all(sink, chunks).await?;
         Ok::<_, anyhow::Error>(pg.execute("EXECUTE lvd_merge", &[]).await?)
     }
     .await;
@@ -159,12 +179,50 @@ async fn open(database_url: &str) -> Result<Client> {
     Ok(pg)
 }
 
-async fn write_all(sink: tokio_postgres::CopyInSink<Bytes>, entries: &[Entry]) -> Result<u64> {
+async fn write_all(sink: tokio_postgres::CopyInSink<Bytes>, chunks: &[&str]) -> Result<u64> {
     let mut sink = std::pin::pin!(sink);
-    for e in entries {
-        sink.send(Bytes::copy_from_slice(e.job.as_bytes())).await?;
+    for chunk in chunks {
+        sink.send(Bytes::copy_from_slice(chunk.as_bytes())).await?;
     }
     Ok(sink.as_mut().finish().await?)
+}
+
+/// An entry that fails even alone, row by row: each row is merged on its
+/// own, and one PostgreSQL still refuses is quarantined with the reason.
+/// Returns `(stored, quarantined)`. Idempotent like `merge`: a reclaimed
+/// entry settled again stores and quarantines nothing twice.
+async fn settle_rows(pg: &Client, entry: &Entry) -> Result<(u64, u64)> {
+    let (mut stored, mut quarantined) = (0, 0);
+    for (line, row) in entry.job.split_inclusive('\n').enumerate() {
+        match merge_text(pg, &[row]).await {
+            Ok(n) => stored += n,
+            Err(e) if is_connection_error(&e) => return Err(e),
+            Err(e) => quarantined += quarantine(pg, &entry.id, line, row, &reason(&e)).await?,
+        }
+    }
+    Ok((stored, quarantined))
+}
+
+/// Keeps a refused row with its reason; a row of an app deleted meanwhile
+/// goes with its app, as its stored neighbours would.
+async fn quarantine(pg: &Client, entry: &str, line: usize, row: &str, reason: &str) -> Result<u64> {
+    let app = row.split('\t').nth(1).and_then(|a| uuid::Uuid::parse_str(a).ok());
+    Ok(pg
+        .execute(
+            "INSERT INTO quarantined_rows (entry_id, line, app_id, row_text, reason) \
+             SELECT $1, $2, $3, $4, $5 WHERE $3::uuid IS NULL OR EXISTS (SELECT 1 FROM apps WHERE id = $3) \
+             ON CONFLICT DO NOTHING",
+            &[&entry, &(line as i32), &app, &row.as_bytes(), &reason],
+        )
+        .await?)
+}
+
+/// PostgreSQL's own words for why it refused a row.
+fn reason(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.as_db_error()) {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => format!("{e:#}"),
+    }
 }
 
 fn is_connection_error(e: &anyhow::Error) -> bool {

@@ -12,6 +12,8 @@ pub struct Metrics {
     pub send_seconds: prometheus::Histogram,
     /// Events written to `log_entries`.
     pub rows: prometheus::IntCounter,
+    /// Rows PostgreSQL refused, kept in `quarantined_rows`.
+    pub quarantined: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -28,7 +30,11 @@ impl Metrics {
         let rows = prometheus::IntCounter::new("lvd_worker_events_stored_total", "Events written to log_entries").expect("valid metric");
         registry.register(Box::new(send.clone())).expect("unique metric");
         registry.register(Box::new(rows.clone())).expect("unique metric");
-        Self { registry, jobs, queue_depth, send_seconds: send, rows }
+        let quarantined =
+            prometheus::IntCounter::new("lvd_worker_rows_quarantined_total", "Rows PostgreSQL refused, kept in quarantined_rows")
+                .expect("valid metric");
+        registry.register(Box::new(quarantined.clone())).expect("unique metric");
+        Self { registry, jobs, queue_depth, send_seconds: send, rows, quarantined }
     }
 
     pub fn render(&self) -> String {

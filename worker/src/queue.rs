@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use lvd::queues::{FIELD, GROUP, dead_letter, delayed};
 
+/// Entries a dead-letter stream keeps, about (trimmed as it grows).
+pub const DEAD_LETTER_CAP: u64 = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub id: String,
@@ -121,10 +124,12 @@ impl Queue {
         Ok(())
     }
 
-    /// Parks the entry in the dead-letter stream with the reason.
+    /// Parks the entry in the dead-letter stream with the reason. The stream
+    /// keeps about the newest [`DEAD_LETTER_CAP`] entries (`MAXLEN ~`), so a
+    /// flood of poison cannot fill Redis; its length is in `/health/ready`.
     pub async fn dead_letter(&self, e: &Entry, reason: &str) -> Result<()> {
         let script = Script::new(
-            "redis.call('XADD', KEYS[2], '*', 'job', ARGV[3], 'attempts', ARGV[4], 'error', ARGV[5]); redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]); redis.call('XDEL', KEYS[1], ARGV[2]); return 1",
+            "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'job', ARGV[3], 'attempts', ARGV[4], 'error', ARGV[5]); redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]); redis.call('XDEL', KEYS[1], ARGV[2]); return 1",
         );
         script
             .key(&self.key)
@@ -134,6 +139,7 @@ impl Queue {
             .arg(&e.job)
             .arg(e.attempts + 1)
             .arg(reason)
+            .arg(DEAD_LETTER_CAP)
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .context("dead-lettering failed")?;

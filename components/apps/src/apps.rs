@@ -71,3 +71,11 @@ pub async fn rotate(ctx: &Ctx, owner: Uuid, id: &str) -> Result<Response, Proble
     ctx.kv.delete(&cache::app_key(&old)).await.map_err(kv_problem)?;
     Ok(no_store(h::json(200, &json!({ "ingest_key": key }))))
 }
+
+/// Rows of the app's accepted events that PostgreSQL refused, with why.
+pub async fn quarantine(req: &Request, ctx: &Ctx, owner: Uuid, id: &str) -> Result<Response, Problem> {
+    let page = lvd::events::quarantine::Page::parse(req.uri().query().unwrap_or(""))?;
+    let app = owned_app(ctx, owner, id).await?;
+    let (items, next) = lvd::events::quarantine::page(&ctx.common.db, app.id, &page).await.map_err(db_problem)?;
+    Ok(h::json(200, &json!({ "items": items, "next_cursor": next })))
+}

@@ -63,7 +63,11 @@ async fn route(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Problem
         (Method::DELETE, [id, "rules", event]) => rules::delete(ctx, owner, id, event).await,
         (Method::GET, [id, "rules", event, "versions"]) => rules::history(ctx, owner, id, event).await,
         (Method::POST, [id, "rules", event, "test"]) => rules::test(req, ctx, owner, id, event).await,
-        (_, [] | [_] | [_, "keys", "rotate"] | [_, "rules"] | [_, "rules", _] | [_, "rules", _, "versions" | "test"]) => {
+        (Method::GET, [id, "quarantine"]) => apps::quarantine(&req, ctx, owner, id).await,
+        (
+            _,
+            [] | [_] | [_, "keys", "rotate"] | [_, "rules"] | [_, "rules", _] | [_, "rules", _, "versions" | "test"] | [_, "quarantine"],
+        ) => {
             Err(Problem::method_not_allowed())
         }
         _ => Err(Problem::not_found()),

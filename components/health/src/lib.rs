@@ -30,9 +30,14 @@ async fn handle(req: Request) -> impl IntoResponse {
 }
 
 async fn ready() -> Response {
-    let (postgres, (redis, queue_depth)) =
+    let (postgres, (redis, queue_depth, dead_letters)) =
         futures::join!(within_deadline(probe_postgres()), probe_redis_and_queues());
-    let report = Readiness { postgres: postgres.describe(), redis: redis.describe(), queue_depth };
+    let (postgres, quarantined_rows) = match postgres {
+        Ok(Ok(n)) => (Probe::Ok, Some(n)),
+        Ok(Err(())) => (Probe::Unreachable, None),
+        Err(p) => (p, None),
+    };
+    let report = Readiness { postgres: postgres.describe(), redis: redis.describe(), queue_depth, dead_letters, quarantined_rows };
     let body = serde_json::to_vec(&report).expect("readiness serializes");
     let mut resp = json(StatusCode::from_u16(report.status()).unwrap(), body);
     if !report.is_ready() {
@@ -41,74 +46,50 @@ async fn ready() -> Response {
     resp
 }
 
-async fn probe_postgres() -> Probe {
-    let Ok(url) = variables::get("database_url").await else { return Probe::Unreachable };
-    let Ok(conn) = pg::Connection::open(url).await else { return Probe::Unreachable };
-    let Ok(rows) = conn.query("SELECT 1", &[]).await else { return Probe::Unreachable };
-    match rows.collect().await {
-        Ok(_) => Probe::Ok,
-        Err(_) => Probe::Unreachable,
+/// PostgreSQL answers, and how many accepted rows it refused.
+async fn probe_postgres() -> Result<u64, ()> {
+    let url = variables::get("database_url").await.map_err(|_| ())?;
+    let conn = pg::Connection::open(url).await.map_err(|_| ())?;
+    let rows = conn.query("SELECT count(*) FROM quarantined_rows", &[]).await.map_err(|_| ())?;
+    let rows = rows.collect().await.map_err(|_| ())?;
+    match rows.first().map(|r| &r[0]) {
+        Some(pg::DbValue::Int64(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+        _ => Err(()),
     }
 }
 
-async fn probe_redis_and_queues() -> (Probe, BTreeMap<String, u64>) {
+/// Redis answers; each queue's depth and dead-letter size.
+async fn probe_redis_and_queues() -> (Probe, BTreeMap<String, u64>, BTreeMap<String, u64>) {
     let probe = async {
         let url = variables::get("redis_url").await.map_err(|_| ())?;
         let conn = redis::Connection::open(url).await.map_err(|_| ())?;
-        let mut depths = BTreeMap::new();
-        for (name, key) in lvd::queues::ALL {
-            let reply = conn
-                .execute("XLEN", vec![redis::RedisParameter::Binary(key.as_bytes().to_vec())])
-                .await
-                .map_err(|_| ())?;
-            let depth = match reply.first() {
+        let xlen = async |key: &str| {
+            let reply = conn.execute("XLEN", vec![redis::RedisParameter::Binary(key.as_bytes().to_vec())]).await.map_err(|_| ())?;
+            Ok::<_, ()>(match reply.first() {
                 Some(redis::RedisResult::Int64(n)) => u64::try_from(*n).unwrap_or(0),
                 _ => 0,
-            };
-            depths.insert((*name).to_owned(), depth);
+            })
+        };
+        let (mut depths, mut dead) = (BTreeMap::new(), BTreeMap::new());
+        for (name, key) in lvd::queues::ALL {
+            depths.insert((*name).to_owned(), xlen(key).await?);
+            dead.insert((*name).to_owned(), xlen(&lvd::queues::dead_letter(key)).await?);
         }
-        Ok::<_, ()>(depths)
+        Ok::<_, ()>((depths, dead))
     };
     match within_deadline(probe).await {
-        Ok(Ok(depths)) => (Probe::Ok, depths),
-        Ok(Err(())) => (Probe::Unreachable, BTreeMap::new()),
-        Err(p) => (p, BTreeMap::new()),
+        Ok(Ok((depths, dead))) => (Probe::Ok, depths, dead),
+        Ok(Err(())) => (Probe::Unreachable, BTreeMap::new(), BTreeMap::new()),
+        Err(p) => (p, BTreeMap::new(), BTreeMap::new()),
     }
 }
 
-/// Races `fut` against [`PROBE_DEADLINE`].
-async fn within_deadline<T: ProbeOutcome>(fut: impl Future<Output = T>) -> T::Out {
+/// Races `fut` against [`PROBE_DEADLINE`]: its output, or `TimedOut`.
+async fn within_deadline<T>(fut: impl Future<Output = T>) -> Result<T, Probe> {
     let sleep = pin!(spin_sdk::time::sleep(PROBE_DEADLINE));
     match select(pin!(fut), sleep).await {
-        Either::Left((out, _)) => out.finish(),
-        Either::Right(_) => T::timed_out(),
-    }
-}
-
-/// Lets one deadline helper serve both a bare probe and a probe with data.
-trait ProbeOutcome {
-    type Out;
-    fn finish(self) -> Self::Out;
-    fn timed_out() -> Self::Out;
-}
-
-impl ProbeOutcome for Probe {
-    type Out = Probe;
-    fn finish(self) -> Probe {
-        self
-    }
-    fn timed_out() -> Probe {
-        Probe::TimedOut
-    }
-}
-
-impl<T> ProbeOutcome for Result<T, ()> {
-    type Out = Result<Result<T, ()>, Probe>;
-    fn finish(self) -> Self::Out {
-        Ok(self)
-    }
-    fn timed_out() -> Self::Out {
-        Err(Probe::TimedOut)
+        Either::Left((out, _)) => Ok(out),
+        Either::Right(_) => Err(Probe::TimedOut),
     }
 }
 

@@ -16,6 +16,13 @@ pub struct Readiness {
     pub redis: String,
     /// Pending entries per background queue; empty when Redis is unreachable.
     pub queue_depth: BTreeMap<String, u64>,
+    /// Entries parked per queue's dead-letter stream (bounded, about 10,000
+    /// each); empty when Redis is unreachable.
+    pub dead_letters: BTreeMap<String, u64>,
+    /// Rows of accepted events PostgreSQL refused, kept with the reason
+    /// (every app's; each owner sees its own at `/api/apps/{app}/quarantine`).
+    /// `null` when PostgreSQL is unreachable.
+    pub quarantined_rows: Option<u64>,
 }
 
 impl Readiness {
@@ -57,6 +64,8 @@ mod tests {
             postgres: Probe::Ok.describe(),
             redis: Probe::Ok.describe(),
             queue_depth: BTreeMap::new(),
+            dead_letters: BTreeMap::new(),
+            quarantined_rows: Some(0),
         };
         assert_eq!(r.status(), 200);
         r.redis = Probe::TimedOut.describe();
