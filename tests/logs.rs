@@ -507,3 +507,71 @@ async fn a_row_postgresql_refuses_is_quarantined_with_its_reason_and_its_neighbo
     let resp = app.call(Method::GET, &format!("/api/apps/{id}/quarantine"), &other, None).await;
     assert_eq!(resp.status(), 404);
 }
+
+#[tokio::test]
+async fn redis_killed_under_load_and_restarted_from_its_append_only_file_loses_nothing_accepted() {
+    let mut app = spawn_app().await;
+    let (_, _, key) = owner(&app).await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let loads = load("redis-crash", app.address.clone(), key, 6, stop);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // SIGKILL: every write Redis acknowledged was already in its AOF (Redis
+    // writes the file before it replies; `everysec` only delays the fsync,
+    // which matters for a machine crash, not a process one).
+    app.redis.kill().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.redis.restart().await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop_tx.send(true).unwrap();
+
+    let accepted = loads.await.unwrap();
+    assert_stored_exactly_once(&app, &accepted).await;
+}
+
+#[tokio::test]
+async fn postgresql_locked_for_10_s_leaves_ingest_fast_then_the_backlog_drains_and_the_cap_answers_503() {
+    let mut opts = AppOptions::product();
+    opts.env.push(("SPIN_VARIABLE_INGEST_MAX_BACKLOG".into(), "200".into()));
+    let app = spawn_app_with(opts).await;
+    let (_, _, key) = owner(&app).await;
+    app.ingest_ok(&key, &json!({"event": "warm", "message_id": "warm"})).await;
+    app.wait_stored(1).await;
+
+    // Hold every write to log_entries for 10 s, as a long migration would.
+    let locker = app.db.client().await;
+    locker.batch_execute("BEGIN; LOCK TABLE log_entries IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let locked_at = std::time::Instant::now();
+    let (mut accepted, mut refused, mut slowest) = (vec!["warm".to_owned()], 0, Duration::ZERO);
+    let mut n = 0;
+    while locked_at.elapsed() < Duration::from_secs(10) {
+        n += 1;
+        let started = std::time::Instant::now();
+        let resp = app.ingest(&key, &json!({"event": "slow-db", "message_id": format!("slow-{n}")})).await;
+        slowest = slowest.max(started.elapsed());
+        match resp.status().as_u16() {
+            202 => accepted.push(format!("slow-{n}")),
+            503 => {
+                assert!(resp.headers().contains_key("retry-after"), "503 without Retry-After");
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("ingest answered {other} while PostgreSQL was locked"),
+        }
+    }
+    locker.batch_execute("COMMIT").await.unwrap();
+    let unlocked = std::time::Instant::now();
+
+    assert!(slowest < Duration::from_secs(2), "an ingest waited on PostgreSQL: {slowest:?}");
+    assert!(accepted.len() > 200 && refused > 0, "the backlog reached its cap: {} accepted, {refused} refused", accepted.len());
+    eventually(Duration::from_secs(30), "the backlog drained", || async {
+        matches!(app.redis_cmd(&["XLEN", lvd::events::ingest::STREAM]).await, redis::Value::Int(0)).then_some(())
+    })
+    .await;
+    eprintln!(
+        "while locked: {} accepted, {refused} refused with 503, slowest ingest {slowest:?}; drained {:?} after the lock",
+        accepted.len(),
+        unlocked.elapsed()
+    );
+    assert_stored_exactly_once(&app, &accepted).await;
+}

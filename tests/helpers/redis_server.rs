@@ -1,5 +1,8 @@
 //! A Redis server of the test's own (Debian's `redis-server`, on a free port),
 //! so each test has an isolated keyspace and can kill and restart its Redis.
+//! It persists as the README tells production to (`appendonly yes`,
+//! `appendfsync everysec`) in a folder of its own, so a SIGKILL and restart
+//! is a crash and recovery, not a new empty server.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -10,12 +13,13 @@ use crate::free_port;
 pub struct TestRedis {
     pub port: u16,
     child: Option<Child>,
+    dir: crate::TempDir,
 }
 
 
 impl TestRedis {
     pub async fn start() -> Self {
-        let mut r = Self { port: free_port(), child: None };
+        let mut r = Self { port: free_port(), child: None, dir: crate::TempDir::new() };
         r.restart().await;
         r
     }
@@ -23,7 +27,10 @@ impl TestRedis {
     /// Starts the server (again) on the same port and waits until it answers.
     pub async fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+            .arg("--dir")
+            .arg(&self.dir.path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
