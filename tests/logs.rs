@@ -575,3 +575,36 @@ async fn postgresql_locked_for_10_s_leaves_ingest_fast_then_the_backlog_drains_a
     );
     assert_stored_exactly_once(&app, &accepted).await;
 }
+
+#[tokio::test]
+async fn postgresql_stopped_and_restarted_under_load_keeps_ingest_answering_and_loses_nothing() {
+    let mut pg = TestPostgres::start().await;
+    let app = spawn_app_with(AppOptions { postgres: Some(pg.base()), ..AppOptions::product() }).await;
+    let (_, _, key) = owner(&app).await;
+    // The key's app and its rules are cached: ingest then needs only Redis.
+    app.ingest_ok(&key, &json!({"event": "warm", "message_id": "warm"})).await;
+    let phase = |tag: &'static str, for_: Duration| {
+        let (address, key) = (app.address.clone(), key.clone());
+        async move {
+            let (stop_tx, stop) = tokio::sync::watch::channel(false);
+            let handle = load(tag, address, key, 4, stop);
+            tokio::time::sleep(for_).await;
+            stop_tx.send(true).unwrap();
+            handle.await.unwrap()
+        }
+    };
+
+    let mut accepted = vec!["warm".to_owned()];
+    accepted.extend(phase("pg-up", Duration::from_secs(1)).await);
+    pg.stop().await;
+    let while_down = phase("pg-down", Duration::from_secs(3)).await;
+    pg.restart().await;
+    let restarted = std::time::Instant::now();
+    accepted.extend(phase("pg-back", Duration::from_secs(1)).await);
+
+    assert!(while_down.len() > 50, "ingest kept answering 202 while PostgreSQL was down: {}", while_down.len());
+    let down = while_down.len();
+    accepted.extend(while_down);
+    assert_stored_exactly_once(&app, &accepted).await;
+    eprintln!("{down} events accepted while PostgreSQL was down; every accepted event stored {:?} after the restart", restarted.elapsed());
+}

@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod postgres_server;
 mod redis_server;
 mod smtp;
 mod worker;
+pub use postgres_server::TestPostgres;
 pub use redis_server::TestRedis;
 pub use smtp::{Mail, TestSmtp};
 pub use worker::TestWorker;
@@ -75,19 +77,30 @@ fn pg_base() -> String {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// The server's base URL (`postgres://user@host:port`).
+    base: String,
 }
 
 impl TestDb {
     pub async fn create() -> Self {
+        Self::create_on(&pg_base()).await
+    }
+
+    /// A database on another server (a test's own [`TestPostgres`]).
+    pub async fn create_on(base: &str) -> Self {
         let name = format!("lvd_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = admin().await;
+        let admin = admin(base).await;
         admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("failed to create test database");
-        let url = format!("{}/{name}?sslmode=disable", pg_base());
-        Self { name, url }
+        let url = format!("{base}/{name}?sslmode=disable");
+        Self { name, url, base: base.to_owned() }
     }
 
     pub async fn migrated() -> Self {
-        let db = Self::create().await;
+        Self::migrated_on(&pg_base()).await
+    }
+
+    pub async fn migrated_on(base: &str) -> Self {
+        let db = Self::create_on(base).await;
         lvd_worker::migrate::run(&db.url).await.expect("migrations failed");
         db
     }
@@ -100,13 +113,13 @@ impl TestDb {
 
     /// `host:port` of the server, as `allowed_outbound_hosts` wants it.
     pub fn host(&self) -> String {
-        let rest = pg_base().split_once('@').map(|(_, r)| r.to_owned()).unwrap_or_default();
+        let rest = self.base.split_once('@').map(|(_, r)| r.to_owned()).unwrap_or_default();
         rest.trim_end_matches('/').to_owned()
     }
 }
 
-async fn admin() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&format!("{}/postgres?sslmode=disable", pg_base()), tokio_postgres::NoTls)
+async fn admin(base: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&format!("{base}/postgres?sslmode=disable"), tokio_postgres::NoTls)
         .await
         .expect("PostgreSQL must be running (script/test starts it)");
     tokio::spawn(conn);
@@ -115,12 +128,18 @@ async fn admin() -> tokio_postgres::Client {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, base) = (self.name.clone(), self.base.clone());
         // Drop runs outside any async context we can rely on: use a thread.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let _ = admin().await.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                let Ok((admin, conn)) =
+                    tokio_postgres::connect(&format!("{base}/postgres?sslmode=disable"), tokio_postgres::NoTls).await
+                else {
+                    return; // a test's own server, already gone
+                };
+                tokio::spawn(conn);
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
             });
         })
         .join();
@@ -140,11 +159,14 @@ pub struct AppOptions {
     pub runtime_config: Option<String>,
     /// The runtime to use instead of `LVD_TEST_RUNTIME`'s.
     pub runtime: Option<TestRuntime>,
+    /// The PostgreSQL server to create the test's database on, instead of
+    /// the shared one (a test's own [`TestPostgres`], to stop and start).
+    pub postgres: Option<String>,
 }
 
 impl AppOptions {
     pub fn product() -> Self {
-        Self { manifest: repo_root().join("spin.toml"), env: vec![], unset: vec![], extra_args: vec![], runtime_config: None, runtime: None }
+        Self { manifest: repo_root().join("spin.toml"), env: vec![], unset: vec![], extra_args: vec![], runtime_config: None, runtime: None, postgres: None }
     }
 
     pub fn fixtures() -> Self {
@@ -185,7 +207,10 @@ pub async fn spawn_fixtures() -> TestApp {
 }
 
 pub async fn spawn_with(opts: AppOptions) -> TestApp {
-    let db = TestDb::migrated().await;
+    let db = match &opts.postgres {
+        Some(base) => TestDb::migrated_on(base).await,
+        None => TestDb::migrated().await,
+    };
     let redis = TestRedis::start().await;
     let dir = TempDir::new();
     let (runtime, address) = start_runtime(&opts, &db, &redis, &dir).await.unwrap_or_else(|e| panic!("{e}"));
