@@ -37,7 +37,8 @@ use uuid::Uuid;
 
 /// Seconds figures stay cached.
 const STATS_TTL_SECS: i64 = 1;
-/// How long one live response lasts before the client reconnects.
+/// How long one live response lasts before the client reconnects, unless
+/// the `live_stream_seconds` variable says otherwise.
 const STREAM_SECS: u64 = 45;
 /// How often the stream looks for new invalid events.
 const POLL: std::time::Duration = std::time::Duration::from_millis(250);
@@ -79,7 +80,7 @@ async fn route(req: &Request, common: &Common, caller: Uuid, decision: &Decision
     match (req.method(), path.rsplit('/').next()) {
         (&Method::GET, Some("stats")) => Ok(h::with_rate_limit(figures(req, common, caller, app).await?, decision).into_response()),
         (&Method::GET, Some("live")) => Ok(h::with_rate_limit(live(req, common, caller, app).await?, decision).into_response()),
-        (_, Some("stats" | "live")) => Err(Problem::method_not_allowed()),
+        (_, Some("stats" | "live")) => Err(Problem::method_not_allowed("GET")),
         _ => Err(Problem::not_found()),
     }
 }
@@ -138,6 +139,10 @@ async fn live(
         Some(id) => id.to_owned(),
         None => live::latest(&redis, app).await.map_err(redis_problem)?,
     };
+    let stream_secs = lvd_component::config::number("live_stream_seconds", STREAM_SECS).await.map_err(|e| {
+        eprintln!("live: live_stream_seconds: {e:?}");
+        Problem::internal()
+    })?;
     let (mut tx, body) = stream::<String>();
     spin_sdk::wasip3::spawn(async move {
         let kv = SpinKv::default();
@@ -145,7 +150,7 @@ async fn live(
         let mut position = start;
         let mut last_stats: Option<std::time::Instant> = None;
         let _ = tx.send("retry: 1000\n\n".to_owned()).await;
-        while started.elapsed().as_secs() < STREAM_SECS {
+        while started.elapsed().as_secs() < stream_secs {
             let mut out = String::new();
             match live::invalid_after(&redis, app, &position, 100).await {
                 Ok(events) => {
