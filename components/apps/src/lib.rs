@@ -64,12 +64,11 @@ async fn route(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Problem
         (Method::GET, [id, "rules", event, "versions"]) => rules::history(ctx, owner, id, event).await,
         (Method::POST, [id, "rules", event, "test"]) => rules::test(req, ctx, owner, id, event).await,
         (Method::GET, [id, "quarantine"]) => apps::quarantine(&req, ctx, owner, id).await,
-        (
-            _,
-            [] | [_] | [_, "keys", "rotate"] | [_, "rules"] | [_, "rules", _] | [_, "rules", _, "versions" | "test"] | [_, "quarantine"],
-        ) => {
-            Err(Problem::method_not_allowed())
-        }
+        (_, []) => Err(Problem::method_not_allowed("GET, POST")),
+        (_, [_]) => Err(Problem::method_not_allowed("GET, DELETE")),
+        (_, [_, "rules", _]) => Err(Problem::method_not_allowed("GET, PUT, DELETE")),
+        (_, [_, "keys", "rotate"] | [_, "rules", _, "test"]) => Err(Problem::method_not_allowed("POST")),
+        (_, [_, "rules"] | [_, "rules", _, "versions"] | [_, "quarantine"]) => Err(Problem::method_not_allowed("GET")),
         _ => Err(Problem::not_found()),
     }
 }

@@ -47,6 +47,9 @@ pub async fn put(req: Request, ctx: &Ctx, owner: Uuid, app: &str, event: &str) -
     if description.as_ref().is_some_and(|d| d.chars().count() > 1000) {
         f.error("description", "must be at most 1000 characters");
     }
+    if description.as_ref().is_some_and(|d| d.contains('\0')) {
+        f.error("description", "must not contain the NUL character (\\u0000)");
+    }
     match &schema {
         None => f.error("schema", "is required"),
         Some(s) => {

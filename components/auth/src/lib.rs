@@ -77,8 +77,9 @@ async fn route(req: Request, ctx: &Ctx) -> Response {
         (Method::POST, "/auth/password/forgot") => forgot(req, ctx).await,
         (Method::POST, "/auth/password/reset") => reset(req, ctx).await,
         (Method::GET, "/auth/me") => me(req, ctx).await,
+        (_, "/auth/me") => Err(Problem::method_not_allowed("GET")),
         (_, "/auth/register" | "/auth/verify" | "/auth/otp/resend" | "/auth/login" | "/auth/refresh" | "/auth/logout"
-            | "/auth/password/forgot" | "/auth/password/reset" | "/auth/me") => Err(Problem::method_not_allowed()),
+            | "/auth/password/forgot" | "/auth/password/reset") => Err(Problem::method_not_allowed("POST")),
         _ => Err(Problem::not_found()),
     };
     result.unwrap_or_else(|p| h::problem(&p))

@@ -20,7 +20,7 @@ const PROBE_DEADLINE: Duration = Duration::from_millis(1500);
 async fn handle(req: Request) -> impl IntoResponse {
     let path = req.uri().path();
     if req.method() != Method::GET {
-        return problem_response(&Problem::method_not_allowed());
+        return problem_response(&Problem::method_not_allowed("GET"));
     }
     match path {
         "/health" => json(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
@@ -106,5 +106,8 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response {
 fn problem_response(p: &Problem) -> Response {
     let mut resp = json(StatusCode::from_u16(p.status).unwrap(), p.to_json());
     resp.headers_mut().insert("content-type", problem::CONTENT_TYPE.parse().unwrap());
+    if let Some(allow) = p.allow {
+        resp.headers_mut().insert("allow", allow.parse().unwrap());
+    }
     resp
 }

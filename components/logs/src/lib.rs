@@ -42,7 +42,7 @@ async fn handle(req: Request) -> impl IntoResponse {
     let result = match *req.method() {
         Method::POST => ingest(req, &ctx).await,
         Method::GET => list(req, &ctx).await,
-        _ => Err(Problem::method_not_allowed()),
+        _ => Err(Problem::method_not_allowed("GET, POST")),
     };
     result.unwrap_or_else(|p| h::problem(&p))
 }

@@ -33,7 +33,7 @@ async fn handle(req: Request) -> impl IntoResponse {
     };
     match found {
         None => h::problem(&Problem::not_found()),
-        Some(_) if !matches!(*req.method(), Method::GET | Method::HEAD) => h::problem(&Problem::method_not_allowed()),
+        Some(_) if !matches!(*req.method(), Method::GET | Method::HEAD) => h::problem(&Problem::method_not_allowed("GET, HEAD")),
         Some(resp) => resp,
     }
 }

@@ -33,6 +33,9 @@ pub fn problem(p: &Problem) -> Response {
     if let Some(secs) = retry {
         resp.headers_mut().insert(http::header::RETRY_AFTER, secs.into());
     }
+    if let Some(allow) = p.allow {
+        resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    }
     resp
 }
 

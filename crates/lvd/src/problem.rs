@@ -23,6 +23,9 @@ pub struct Problem {
     /// Seconds for a `Retry-After` header; not part of the body.
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// The methods for an `Allow` header (every 405 carries one, RFC 9110).
+    #[serde(skip)]
+    pub allow: Option<&'static str>,
 }
 
 /// One offending input field, located by a JSON pointer.
@@ -69,6 +72,7 @@ impl Problem {
             code,
             errors: Vec::new(),
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -82,9 +86,12 @@ impl Problem {
         Self::new(404, "not_found", "No resource exists at this path.")
     }
 
-    /// 405 `method_not_allowed`.
-    pub fn method_not_allowed() -> Self {
-        Self::new(405, "method_not_allowed", "This path does not accept that method.")
+    /// 405 `method_not_allowed`; `allow` is what the path does accept
+    /// (`"GET, HEAD"`), sent as the `Allow` header.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut p = Self::new(405, "method_not_allowed", "This path does not accept that method.");
+        p.allow = Some(allow);
+        p
     }
 
     pub fn with_retry_after(mut self, secs: u64) -> Self {
