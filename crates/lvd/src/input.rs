@@ -65,6 +65,10 @@ impl Fields {
         match self.map.get(name) {
             None | Some(Value::Null) => Some(None),
             Some(Value::Number(n)) if n.as_i64().is_some() => Some(n.as_i64()),
+            // JSON Schema's `integer` is a number without a fraction: 30.0 is 30.
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15) => {
+                Some(n.as_f64().map(|f| f as i64))
+            }
             Some(_) => {
                 self.error(name, "must be an integer");
                 None

@@ -66,6 +66,12 @@ impl Body {
         let Value::Object(mut map) = value else {
             return Err(Problem::validation(vec![FieldError::new("", "must be an event object or {\"batch\": [...]}")]));
         };
+        if map.contains_key("batch") && map.contains_key("event") {
+            return Err(Problem::validation(vec![FieldError::new(
+                "/event",
+                "must not be sent beside /batch: send one event, or {\"batch\": [...]}",
+            )]));
+        }
         match map.remove("batch") {
             None => Ok(Body::Single(Incoming::parse(map))),
             Some(Value::Array(items)) if items.is_empty() => {
@@ -183,11 +189,26 @@ fn storable_time(t: DateTime<Utc>) -> bool {
 /// PostgreSQL's `jsonb` cannot hold U+0000, so it is refused at the edge
 /// rather than failing a whole batch at storage.
 fn has_nul(v: &Value) -> bool {
+    nul_pointer(v).is_some()
+}
+
+/// Where in `v` the first U+0000 is, as a JSON pointer (`""` for `v`
+/// itself, `/a/0` for a string inside it, the object's own pointer for a
+/// key holding one), or `None`: PostgreSQL's `jsonb` and `text` refuse it.
+pub fn nul_pointer(v: &Value) -> Option<String> {
+    fn escape(key: &str) -> String {
+        key.replace('~', "~0").replace('/', "~1")
+    }
     match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(has_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
+        Value::String(s) => s.contains('\0').then(String::new),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_pointer(v).map(|p| format!("/{i}{p}"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                return Some(String::new());
+            }
+            nul_pointer(v).map(|p| format!("/{}{p}", escape(k)))
+        }),
+        _ => None,
     }
 }
 
@@ -237,6 +258,13 @@ mod tests {
     }
 
     #[test]
+    fn a_nul_is_located_by_its_pointer() {
+        assert_eq!(nul_pointer(&json!({"a": [1, {"b/c": "x\u{0}"}]})).as_deref(), Some("/a/1/b~1c"));
+        assert_eq!(nul_pointer(&json!({"k\u{0}": 1})).as_deref(), Some(""));
+        assert_eq!(nul_pointer(&json!({"a": "fine"})), None);
+    }
+
+    #[test]
     fn names_count_characters_not_bytes() {
         assert!(EventName::parse("é".repeat(128)).is_ok());
         assert!(EventName::parse("é".repeat(129)).is_err());
@@ -249,5 +277,7 @@ mod tests {
         assert_eq!(Body::parse(batch(501).as_bytes()).err().unwrap().status, 422);
         assert_eq!(Body::parse(batch(0).as_bytes()).err().unwrap().status, 422);
         assert_eq!(Body::parse(b"{").err().unwrap().status, 400);
+        let both = json!({"event": "a", "batch": [{"event": "b"}]}).to_string();
+        assert_eq!(Body::parse(both.as_bytes()).err().unwrap().errors[0].pointer, "/event");
     }
 }

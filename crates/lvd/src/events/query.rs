@@ -58,6 +58,8 @@ impl LogQuery {
                     Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
                     _ => bad("must be an integer from 1 to 500"),
                 },
+                // An empty cursor is the first page, as an absent one.
+                "cursor" if v.is_empty() => {}
                 "cursor" => match decode_cursor(&v) {
                     Some(c) => after = Some(c),
                     None => bad("is not a cursor this API issued"),

@@ -36,6 +36,9 @@ impl Schema {
         if !(schema.is_object() || schema.is_boolean()) {
             return Err(vec![FieldError::new("", "must be a JSON Schema: an object or a boolean")]);
         }
+        if let Some(pointer) = crate::events::nul_pointer(schema) {
+            return Err(vec![FieldError::new(&pointer, "must not contain the NUL character (\\u0000): PostgreSQL cannot store it")]);
+        }
         if let Some(pointer) = remote_ref(schema, String::new()) {
             return Err(vec![FieldError::new(&pointer, "remote references are not allowed; use a local \"#/...\" reference")]);
         }
@@ -126,6 +129,12 @@ mod tests {
         assert!(e[0].pointer.starts_with("/properties/a"), "{e:?}");
         assert!(Schema::compile(&json!([1])).is_err());
         assert!(Schema::compile(&json!({"pattern": "("})).is_err());
+    }
+
+    #[test]
+    fn a_schema_postgresql_cannot_store_is_refused_with_a_pointer() {
+        let errors = Schema::compile(&json!({"properties": {"a": {"const": "x\u{0}"}}})).err().unwrap();
+        assert_eq!(errors[0].pointer, "/properties/a/const");
     }
 
     #[test]
