@@ -50,7 +50,7 @@ async fn schemathesis_finds_nothing_in_any_operation() {
         // No string may hold U+0000 (PostgreSQL stores none; every route
         // answers 422 naming the field), which JSON Schema cannot say of a
         // free-form object such as a rule's schema or an event's properties.
-        // tests/rules.rs and tests/storable.rs cover that refusal instead.
+        // lvd's unit tests (rules, events) and tests/storable.rs cover it.
         .args(["--generation-allow-x00", "false"])
         // One worker: hypothesis' caches are not thread-safe (with two, a
         // KeyError inside the generator was reported as a failure).
