@@ -245,3 +245,25 @@ async fn a_rule_change_on_one_instance_applies_to_the_next_event_on_another() {
     assert_eq!(app.call(Method::DELETE, &format!("/api/apps/{id}/rules/signup"), &token, None).await.status(), 204);
     assert_eq!(send_to_other().await, "unplanned");
 }
+
+#[tokio::test]
+async fn extreme_numbers_in_a_schema_and_in_events_read_back_exactly() {
+    // jsonb writes 1.7976931348623157e308 back as a 309-digit integer, which
+    // Spin 4.0.2's host (serde_json 1.0.132) refused to parse: every read of
+    // the rule, and of an event holding it, was a 500 under spin up.
+    let app = spawn_app().await;
+    let token = app.signed_in("numbers@example.com").await;
+    let (id, key) = app.create_app(&token, "Numbers").await;
+    let schema = json!({"properties": {"n": {"maximum": f64::MAX, "minimum": -f64::MAX, "multipleOf": 5e-324}}});
+    app.put_rule(&token, &id, "big", schema.clone()).await;
+
+    let (status, versions) = get(&app, &token, &format!("/api/apps/{id}/rules/big/versions")).await;
+    assert_eq!(status, 200, "{versions}");
+    assert_eq!(versions["items"][0]["schema"], schema);
+    let properties = json!({"max": f64::MAX, "tiny": 5e-324, "big": u64::MAX});
+    app.ingest_ok(&key, &json!({"event": "other", "properties": properties})).await;
+    app.wait_stored(1).await;
+    let (status, page) = get(&app, &token, &format!("/api/logs?app={id}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["properties"], properties);
+}

@@ -5,6 +5,14 @@
 //!
 //! Parameters and values are the few types the app needs.
 //!
+//! JSON crosses as text both ways: `col::text` in selects, `$n::text::jsonb`
+//! in writes, and [`Row::json`] parses it here. Spin 4.0.2's host converts
+//! `jsonb` with its own serde_json (1.0.132), which refuses some numbers
+//! PostgreSQL stores — `1.7976931348623157e308`, which `jsonb` writes back
+//! as a 309-digit integer, failed every read of its row with "number out of
+//! range" — and may round others; text reaches the component as PostgreSQL
+//! wrote it, parsed by the component's own serde_json.
+//!
 //! Times are stored as `timestamptz` (an instant, whatever the session's time
 //! zone) but never cross the boundary as one: Spin 4.0.2's PostgreSQL host
 //! (`factor-outbound-pg/src/types.rs`, still so on its main branch) reads
@@ -187,8 +195,11 @@ impl Row {
         }
     }
 
+    /// A JSON value: a `jsonb` selected as text (see the module docs), or a
+    /// `jsonb` the host converted itself.
     pub fn json(&self, i: usize) -> Result<serde_json::Value, DbError> {
         match self.at(i)? {
+            Value::Text(t) => serde_json::from_str(t).map_err(|e| DbError::Decode(format!("column {i}: not JSON: {e}"))),
             Value::Json(v) => Ok(v.clone()),
             _ => Err(self.mismatch(i, "jsonb")),
         }

@@ -97,7 +97,7 @@ pub async fn page(db: &impl Db, q: &LogQuery, retention_days: i64) -> Result<(Ve
     let rows = db
         .query(
             concat!(
-                "SELECT id, event, status, errors, properties, context, ",
+                "SELECT id, event, status, errors::text, properties::text, context::text, ",
                 crate::utc!("\"timestamp\""),
                 ", ",
                 crate::utc!("received_at"),

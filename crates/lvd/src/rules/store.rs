@@ -17,7 +17,7 @@ pub struct Rule {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = concat!("event, version, schema, description, ", crate::utc!("created_at"));
+const COLUMNS: &str = concat!("event, version, schema::text, description, ", crate::utc!("created_at"));
 
 fn rule(r: &Row) -> Result<Rule, DbError> {
     Ok(Rule { event: r.text(0)?, version: r.i64(1)?, schema: r.json(2)?, description: r.opt_text(3)?, updated_at: r.timestamp(4)? })
@@ -28,10 +28,10 @@ fn rule(r: &Row) -> Result<Rule, DbError> {
 pub async fn put(db: &impl Db, app: Uuid, event: &EventName, schema: &Value, description: Option<&str>) -> Result<Rule, DbError> {
     let sql = format!(
         "INSERT INTO validation_rules (app_id, event, version, schema, description) \
-         SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4 FROM validation_rules WHERE app_id = $1 AND event = $2 \
+         SELECT $1, $2, coalesce(max(version), 0) + 1, $3::text::jsonb, $4 FROM validation_rules WHERE app_id = $1 AND event = $2 \
          RETURNING {COLUMNS}"
     );
-    let params = [app.into(), event.as_str().into(), Param::Json(schema.clone()), description.map_or(Param::Null, Param::from)];
+    let params = [app.into(), event.as_str().into(), Param::Text(schema.to_string()), description.map_or(Param::Null, Param::from)];
     let mut attempt = 0;
     loop {
         match db.query(&sql, &params).await {
@@ -114,7 +114,7 @@ pub async fn versions(db: &impl Db, app: Uuid) -> Result<Vec<(String, i64)>, DbE
 pub async fn schema(db: &impl Db, app: Uuid, event: &str, version: i64) -> Result<Option<Value>, DbError> {
     let rows = db
         .query(
-            "SELECT schema FROM validation_rules WHERE app_id = $1 AND event = $2 AND version = $3::bigint",
+            "SELECT schema::text FROM validation_rules WHERE app_id = $1 AND event = $2 AND version = $3::bigint",
             &[app.into(), event.into(), version.into()],
         )
         .await?;
