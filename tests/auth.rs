@@ -287,7 +287,8 @@ async fn the_per_ip_limit_holds_across_two_runtime_instances() {
 async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let mut opts = AppOptions::product();
     opts.env.push(("SPIN_VARIABLE_RATE_LIMIT_AUTH_PER_IP".into(), "2".into()));
-    opts.env.push(("SPIN_VARIABLE_TRUSTED_PROXIES".into(), "127.0.0.1".into()));
+    // The client's address, then a second proxy of ours that nginx heard from.
+    opts.env.push(("SPIN_VARIABLE_TRUSTED_PROXIES".into(), "127.0.0.1,10.9.9.9".into()));
     let app = spawn_with(opts).await;
     let forgot = |ip: &'static str| {
         app.client
@@ -323,6 +324,29 @@ async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
         statuses.push(resp.status().as_u16());
     }
     assert_eq!(statuses, [202, 202, 429], "a spoofed X-Forwarded-For must not buy a fresh budget");
+}
+
+#[tokio::test]
+async fn a_forged_first_hop_behind_a_trusted_proxy_does_not_buy_a_fresh_budget() {
+    // nginx and cloud balancers append the address they heard from, so a
+    // client that sends its own X-Forwarded-For arrives as "forged, real".
+    let mut opts = AppOptions::product();
+    opts.env.push(("SPIN_VARIABLE_RATE_LIMIT_AUTH_PER_IP".into(), "2".into()));
+    opts.env.push(("SPIN_VARIABLE_TRUSTED_PROXIES".into(), "127.0.0.1".into()));
+    let app = spawn_with(opts).await;
+    let mut statuses = Vec::new();
+    for forged in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        let resp = app
+            .client
+            .post(app.url("/auth/password/forgot"))
+            .header("x-forwarded-for", format!("{forged}, 203.0.113.7"))
+            .json(&json!({ "email": "nobody@example.com" }))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [202, 202, 429], "every request counted for 203.0.113.7, the hop the proxy wrote");
 }
 
 #[tokio::test]

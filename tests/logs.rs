@@ -287,6 +287,19 @@ async fn the_query_filters_by_status_event_and_time_and_names_bad_parameters() {
 }
 
 #[tokio::test]
+async fn a_year_postgresql_cannot_hold_in_since_until_or_cursor_is_422_not_500() {
+    use chrono::TimeZone;
+    let app = spawn_app().await;
+    let (token, id, _) = owner(&app).await;
+    let year_0 = chrono::Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap();
+    let cursor = lvd::events::query::encode_cursor(year_0, uuid::Uuid::nil());
+    for (param, value) in [("since", "0000-01-01T00:00:00Z"), ("until", "0000-06-01T00:00:00Z"), ("cursor", cursor.as_str())] {
+        let (status, p) = logs(&app, &token, &format!("app={id}&{param}={value}")).await;
+        assert_eq!((status, p["errors"][0]["pointer"].as_str()), (422, Some(format!("/{param}").as_str())), "{p}");
+    }
+}
+
+#[tokio::test]
 async fn pagination_walks_every_event_exactly_once_while_new_ones_arrive() {
     let app = Arc::new(spawn_app().await);
     let (token, id, key) = owner(&app).await;

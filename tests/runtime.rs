@@ -1,6 +1,7 @@
 //! The runtime serves the app as Spin does: routing and its headers, the
 //! capability sandbox, variables and instance reuse — under either runtime
-//! (`LVD_TEST_RUNTIME`). Graceful shutdown and watch mode are lvd-runtime's
+//! (`LVD_TEST_RUNTIME`). Graceful shutdown, watch mode and the `hostaddr`
+//! check (stricter than Spin) are lvd-runtime's
 //! own and always tested on it. How the host's interfaces behave case by
 //! case is `parity.rs`.
 
@@ -61,6 +62,21 @@ async fn a_component_is_denied_postgres_redis_and_stores_its_manifest_does_not_g
     // Nor read variables their manifest entry does not declare.
     let var = app.get_json("/denied/var?name=greeting").await.1;
     assert!(var["error"].as_str().unwrap().contains("Undefined"), "{var}");
+}
+
+#[tokio::test]
+async fn the_address_a_connection_dials_must_be_allowed_not_only_its_host() {
+    // lvd-runtime's own: Spin 4.0.2 checks `host` alone, and tokio-postgres
+    // dials `hostaddr` when one is given.
+    let app = spawn_with(AppOptions { runtime: Some(TestRuntime::local()), ..AppOptions::fixtures() }).await;
+    let url = &app.db.url;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let allowed = app.get_json(&format!("/allowed/pg/open?address={}", encode(url))).await.1;
+    assert_eq!(allowed, serde_json::json!({ "ok": 42 }), "the granted address itself works");
+    let elsewhere = format!("{url}{sep}hostaddr=::1");
+    let denied = app.get_json(&format!("/allowed/pg/open?address={}", encode(&elsewhere))).await.1;
+    let error = denied["error"].as_str().unwrap_or_else(|| panic!("reached an address its manifest does not list: {denied}"));
+    assert!(error.contains("postgres://[::1]:") && error.contains("is not permitted"), "{error}");
 }
 
 #[tokio::test]

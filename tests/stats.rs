@@ -125,6 +125,20 @@ impl Events {
         Self { resp, buf: String::new() }
     }
 
+    /// Reads until the server ends the stream; panics if it is still open
+    /// after `within`.
+    async fn ends_within(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now()).unwrap_or_else(|| panic!("the stream is still open after {within:?}"));
+            match tokio::time::timeout(left, self.resp.chunk()).await {
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None) | Err(_)) => return,
+                Err(_) => panic!("the stream is still open after {within:?}"),
+            }
+        }
+    }
+
     /// The next event of `kind` within `within`: `(id, data)`.
     async fn next(&mut self, kind: &str, within: Duration) -> (String, Value) {
         let deadline = Instant::now() + within;
@@ -181,4 +195,24 @@ async fn the_live_stream_sends_figures_and_each_invalid_event_and_resumes_after_
     let mallory = app.signed_in("mallory@example.com").await;
     let resp = app.client.get(app.url(&format!("/api/apps/{id}/live"))).bearer_auth(&mallory).send().await.unwrap();
     assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn a_live_stream_ends_within_seconds_of_logout_or_of_its_apps_deletion() {
+    // Streams last 45 s by default: each must end long before that.
+    let app = spawn_app().await;
+    let token = app.signed_in("leaver@example.com").await;
+    let (id, _) = app.create_app(&token, "Shop").await;
+    let mut events = Events::open(&app, &token, &id, None).await;
+    events.next("stats", Duration::from_secs(3)).await;
+    let logout = app.client.post(app.url("/auth/logout")).bearer_auth(&token).json(&json!({})).send().await.unwrap();
+    assert_eq!(logout.status(), 204);
+    events.ends_within(Duration::from_secs(10)).await;
+
+    let token = app.signed_in("deleter@example.com").await;
+    let (id, _) = app.create_app(&token, "Doomed").await;
+    let mut events = Events::open(&app, &token, &id, None).await;
+    events.next("stats", Duration::from_secs(3)).await;
+    assert_eq!(app.call(Method::DELETE, &format!("/api/apps/{id}"), &token, None).await.status(), 204);
+    events.ends_within(Duration::from_secs(10)).await;
 }

@@ -144,3 +144,37 @@ async fn sigterm_stops_the_worker_cleanly_and_loses_nothing() {
     eventually(Duration::from_secs(10), "the queue to drain", || async { (stream_len(&app, "lvd:queue:email").await == 0).then_some(()) }).await;
     assert_eq!(smtp.all().await.len(), to.len(), "every job delivered exactly once");
 }
+
+#[tokio::test]
+async fn the_mail_inbox_that_shows_every_code_listens_on_loopback_only() {
+    // TestSmtp starts MailDev exactly as script/server does.
+    let smtp = TestSmtp::start().await;
+    let listening = listeners(smtp.web_port);
+    assert!(!listening.is_empty(), "nothing listens on the inbox's port {}", smtp.web_port);
+    assert!(listening.iter().all(|ip| ip.is_loopback()), "the inbox is reachable from the network: {listening:?}");
+}
+
+/// The local addresses of the TCP sockets listening on `port`, read from
+/// the kernel's tables.
+fn listeners(port: u16) -> Vec<std::net::IpAddr> {
+    let mut found = Vec::new();
+    for (table, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some((addr, p)), Some(&"0A")) = (f[1].split_once(':'), f.get(3)) else { continue };
+            if u16::from_str_radix(p, 16) != Ok(port) {
+                continue;
+            }
+            // Each 32-bit word is in the host's (little-endian) byte order.
+            let bytes: Vec<u8> = (0..addr.len() / 8)
+                .flat_map(|w| u32::from_str_radix(&addr[w * 8..w * 8 + 8], 16).unwrap().to_le_bytes())
+                .collect();
+            found.push(if v6 {
+                std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).unwrap())
+            } else {
+                std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).unwrap())
+            });
+        }
+    }
+    found
+}

@@ -45,9 +45,11 @@ impl TestSmtp {
     pub async fn restart(&mut self) {
         let bin = repo_root().join(".tools/node_modules/.bin/maildev");
         assert!(bin.exists(), "MailDev is missing: script/test installs it into .tools/");
-        let child = Command::new(bin)
-            .args(["--ip", "127.0.0.1", "--smtp", &self.smtp_port.to_string(), "--web", &self.web_port.to_string()])
-            .arg("--mail-directory")
+        // Started exactly as script/server starts it (script/setup's exec_maildev).
+        let child = Command::new("bash")
+            .current_dir(repo_root())
+            .args(["-c", r#"source script/setup && exec_maildev "$1" "$2" "$3""#, "maildev"])
+            .args([self.smtp_port.to_string(), self.web_port.to_string()])
             .arg(&self.dir.path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

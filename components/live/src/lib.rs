@@ -9,6 +9,11 @@
 //! event the client saw. A stream ends after [`STREAM_SECS`] (runtimes stop
 //! long requests) with a `retry:` hint; clients reconnect and resume.
 //!
+//! A stream is not a one-time check: every [`RECHECK`] it looks again at
+//! what admitted it — the token's expiry and the logout deny-list, and that
+//! the app still exists and is the caller's — and ends the response the
+//! moment any of them no longer holds.
+//!
 //! Figures are cached for a second in the key-value store, shared by every
 //! instance, so a dashboard polled by many viewers costs one Redis read per
 //! app and window per second, and an event still shows within 2 s of its
@@ -16,6 +21,7 @@
 //! the caller without a database query. Hits and misses are counted in
 //! Redis (`lvd:metrics:cache:stats:{hit,miss}`) for `/metrics`.
 
+use lvd::auth::tokens::Claims;
 use lvd::cache;
 use lvd::events::live;
 use lvd::events::stats::{self, Window};
@@ -44,6 +50,8 @@ const STREAM_SECS: u64 = 45;
 const POLL: std::time::Duration = std::time::Duration::from_millis(250);
 /// How often it sends the figures (the contract asks for at least every 2 s).
 const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often a stream re-checks the token and the app that admitted it.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Serialize, Deserialize)]
 struct Cached {
@@ -65,7 +73,7 @@ async fn handle(req: Request) -> Wasi {
         Ok(admitted) => admitted,
         Err(resp) => return resp.into_response(),
     };
-    match route(&req, &common, claims.sub, &decision).await {
+    match route(&req, &common, &claims, &decision).await {
         Ok(reply) => reply,
         Err(p) => h::with_rate_limit(h::problem(&p), &decision).into_response(),
     }
@@ -74,12 +82,13 @@ async fn handle(req: Request) -> Wasi {
 /// A reply converted for the host: the stream's body type cannot be named.
 type Wasi = Result<types::Response, types::ErrorCode>;
 
-async fn route(req: &Request, common: &Common, caller: Uuid, decision: &Decision) -> Result<Wasi, Problem> {
+async fn route(req: &Request, common: &Common, claims: &Claims, decision: &Decision) -> Result<Wasi, Problem> {
+    let caller = claims.sub;
     let app: Uuid = h::spin_header(req, "spin-path-match-app").and_then(|v| v.parse().ok()).ok_or_else(Problem::not_found)?;
     let path = req.uri().path().trim_end_matches('/');
     match (req.method(), path.rsplit('/').next()) {
         (&Method::GET, Some("stats")) => Ok(h::with_rate_limit(figures(req, common, caller, app).await?, decision).into_response()),
-        (&Method::GET, Some("live")) => Ok(h::with_rate_limit(live(req, common, caller, app).await?, decision).into_response()),
+        (&Method::GET, Some("live")) => Ok(h::with_rate_limit(live(req, common, claims, app).await?, decision).into_response()),
         (_, Some("stats" | "live")) => Err(Problem::method_not_allowed("GET")),
         _ => Err(Problem::not_found()),
     }
@@ -128,10 +137,10 @@ fn stats_key(app: Uuid, window: Window) -> String {
 async fn live(
     req: &Request,
     common: &Common,
-    caller: Uuid,
+    claims: &Claims,
     app: Uuid,
 ) -> Result<http::Response<impl http_body::Body<Data = bytes::Bytes, Error = anyhow::Error> + 'static>, Problem> {
-    let window = window(req)?;
+    let (caller, window) = (claims.sub, window(req)?);
     lvd::apps::store::get(&common.db, caller, app).await.map_err(db_problem)?.ok_or_else(Problem::not_found)?;
     let resume = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim).filter(|id| live::is_position(id));
     let redis = common.redis.clone();
@@ -144,13 +153,21 @@ async fn live(
         Problem::internal()
     })?;
     let (mut tx, body) = stream::<String>();
+    let (db, claims) = (common.db.another(), claims.clone());
     spin_sdk::wasip3::spawn(async move {
         let kv = SpinKv::default();
         let started = std::time::Instant::now();
         let mut position = start;
         let mut last_stats: Option<std::time::Instant> = None;
+        let mut last_check = std::time::Instant::now();
         let _ = tx.send("retry: 1000\n\n".to_owned()).await;
         while started.elapsed().as_secs() < stream_secs {
+            if last_check.elapsed() >= RECHECK {
+                if !still_admitted(&db, &redis, &claims, app).await {
+                    return; // ends the response; a reconnect meets the gate again
+                }
+                last_check = std::time::Instant::now();
+            }
             let mut out = String::new();
             match live::invalid_after(&redis, app, &position, 100).await {
                 Ok(events) => {
@@ -184,6 +201,20 @@ async fn live(
     headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     headers.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
     Ok(resp)
+}
+
+/// Whether what admitted a stream still holds: the token has not expired
+/// nor been logged out, and the app is still the caller's. A check that
+/// cannot be made (Redis or PostgreSQL down) ends the stream too: the
+/// reconnect then gets the gate's own answer.
+async fn still_admitted(db: &lvd_component::db::SpinDb, redis: &SpinRedis, claims: &Claims, app: Uuid) -> bool {
+    if claims.exp <= chrono::Utc::now().timestamp() {
+        return false;
+    }
+    if !matches!(lvd::limits::is_denied(redis, &claims.jti.to_string()).await, Ok(false)) {
+        return false;
+    }
+    matches!(lvd::apps::store::get(db, claims.sub, app).await, Ok(Some(_)))
 }
 
 fn json_text(body: String) -> Response {

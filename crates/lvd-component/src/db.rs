@@ -23,6 +23,12 @@ impl SpinDb {
         Self { url, conn: std::cell::OnceCell::new() }
     }
 
+    /// A client for the same database with a connection of its own, for
+    /// work that outlives the request (a live stream's task).
+    pub fn another(&self) -> Self {
+        Self::new(self.url.clone())
+    }
+
     async fn conn(&self) -> Result<&pg::Connection, DbError> {
         if let Some(c) = self.conn.get() {
             return Ok(c);

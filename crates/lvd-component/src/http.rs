@@ -107,21 +107,38 @@ pub fn spin_header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get_all(name).iter().next_back().and_then(|v| v.to_str().ok())
 }
 
-/// The client's IP: the runtime's peer address, or the first hop of
-/// `X-Forwarded-For` when the peer is one of `trusted_proxies`.
+/// The client's IP: the runtime's peer address or, when the peer is one of
+/// `trusted_proxies`, the address [`forwarded_client`] finds in
+/// `X-Forwarded-For`.
 pub fn client_ip(req: &Request, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
     let peer: IpAddr = spin_header(req, "spin-client-addr").and_then(|v| v.parse::<std::net::SocketAddr>().ok())?.ip();
-    if trusted_proxies.contains(&peer)
-        && let Some(forwarded) = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok())
-    {
-        return Some(forwarded);
+    let hops = req.headers().get_all("x-forwarded-for").iter().map(|v| v.to_str().unwrap_or(""));
+    Some(forwarded_client(peer, hops, trusted_proxies))
+}
+
+/// Who a request came from, given the peer that handed it to us and the
+/// `X-Forwarded-For` values in order. Proxies such as nginx and cloud load
+/// balancers *append* the address they received from, so only the right
+/// end of the list was written by hops we trust: walk it from the right
+/// while each hop is a trusted proxy, and the first hop that is not one is
+/// the client. Everything to its left was written by the client itself and
+/// is never believed. A hop that is not an address ends the walk at the
+/// trusted proxy that wrote it; a list of trusted proxies only names its
+/// leftmost one.
+pub fn forwarded_client<'a>(peer: IpAddr, values: impl Iterator<Item = &'a str>, trusted_proxies: &[IpAddr]) -> IpAddr {
+    if !trusted_proxies.contains(&peer) {
+        return peer;
     }
-    Some(peer)
+    let hops: Vec<&str> = values.flat_map(|v| v.split(',')).map(str::trim).collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else { return client };
+        client = ip;
+        if !trusted_proxies.contains(&ip) {
+            break;
+        }
+    }
+    client
 }
 
 /// Parses a comma-separated list of proxy addresses (a Spin variable).
@@ -186,4 +203,36 @@ pub fn db_problem(e: lvd::db::DbError) -> Problem {
 
 pub fn rate_limited() -> Problem {
     Problem::new(429, "rate_limited", "Too many requests; retry after the time in Retry-After.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_client;
+    use std::net::IpAddr;
+
+    fn client(peer: &str, xff: &[&str], trusted: &[&str]) -> String {
+        let trusted: Vec<IpAddr> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        forwarded_client(peer.parse().unwrap(), xff.iter().copied(), &trusted).to_string()
+    }
+
+    #[test]
+    fn a_forged_first_hop_is_not_believed() {
+        // nginx appends the address it received from: the client wrote the rest.
+        assert_eq!(client("127.0.0.1", &["6.6.6.6, 203.0.113.7"], &["127.0.0.1"]), "203.0.113.7");
+        assert_eq!(client("127.0.0.1", &["6.6.6.6", "203.0.113.7"], &["127.0.0.1"]), "203.0.113.7");
+    }
+
+    #[test]
+    fn trusted_hops_are_walked_from_the_right() {
+        let trusted = ["127.0.0.1", "10.0.0.2"];
+        assert_eq!(client("127.0.0.1", &["6.6.6.6, 203.0.113.7, 10.0.0.2"], &trusted), "203.0.113.7");
+        assert_eq!(client("127.0.0.1", &["10.0.0.2"], &trusted), "10.0.0.2", "only proxies: the leftmost");
+    }
+
+    #[test]
+    fn the_header_is_ignored_from_an_untrusted_peer_and_garbage_stops_the_walk() {
+        assert_eq!(client("192.0.2.1", &["203.0.113.7"], &["127.0.0.1"]), "192.0.2.1");
+        assert_eq!(client("127.0.0.1", &["203.0.113.7, nonsense"], &["127.0.0.1"]), "127.0.0.1");
+        assert_eq!(client("127.0.0.1", &[], &["127.0.0.1"]), "127.0.0.1");
+    }
 }

@@ -136,7 +136,8 @@ impl PgState {
 
 /// Every TCP host of a connection string (URL or key/value form) must be
 /// allowed, with the port at its index (or the only port): Spin's
-/// `AllowedHostChecker::ensure_address_allowed`, message for message.
+/// `AllowedHostChecker::ensure_address_allowed`, message for message, and
+/// so must every `hostaddr`, which Spin does not check.
 fn ensure_allowed(allowed: &AllowedHosts, address: &str) -> Result<(), Error> {
     let config = address.parse::<tokio_postgres::Config>().map_err(|e| Error::ConnectionFailed(e.to_string()))?;
     let ports = config.get_ports();
@@ -153,6 +154,23 @@ fn ensure_allowed(allowed: &AllowedHosts, address: &str) -> Result<(), Error> {
                 }
             }
             Host::Unix(_) => return Err(Error::ConnectionFailed("Unix sockets are not supported on WebAssembly".into())),
+        }
+    }
+    // tokio-postgres dials a `hostaddr` instead of the `host` beside it (the
+    // host then only names the server for TLS), so the address actually
+    // dialled must be allowed too. Spin 4.0.2 checks the hosts alone and
+    // would let `host=allowed hostaddr=elsewhere` through: this runtime is
+    // stricter there, never more permissive.
+    for (i, addr) in config.get_hostaddrs().iter().enumerate() {
+        let port = ports.get(i).or(if ports.len() == 1 { ports.first() } else { None });
+        let url = match (addr, port) {
+            (std::net::IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
+            (std::net::IpAddr::V6(v6), None) => format!("[{v6}]"),
+            (v4, Some(p)) => format!("{v4}:{p}"),
+            (v4, None) => v4.to_string(),
+        };
+        if !allowed.allows_url(&format!("postgres://{url}"), "postgres") {
+            return Err(Error::ConnectionFailed(format!("address postgres://{url} is not permitted")));
         }
     }
     Ok(())

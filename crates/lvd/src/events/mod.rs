@@ -129,7 +129,7 @@ impl Incoming {
             Some(Value::String(s)) => match DateTime::parse_from_rfc3339(&s) {
                 Ok(t) if storable_time(t.with_timezone(&Utc)) => Some(t.with_timezone(&Utc)),
                 Ok(_) => {
-                    bad("/timestamp", "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z");
+                    bad("/timestamp", TIME_RANGE);
                     None
                 }
                 Err(_) => {
@@ -176,6 +176,9 @@ impl Incoming {
         }
     }
 }
+
+/// What a time outside [`storable_time`] is told.
+const TIME_RANGE: &str = "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z";
 
 /// Whether PostgreSQL stores `t` as it is written in RFC 3339: years 1 to
 /// 9999 in UTC. RFC 3339 also parses year 0, which PostgreSQL refuses ("date/

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{EventName, rfc3339};
+use super::{EventName, TIME_RANGE, rfc3339, storable_time};
 use crate::db::{Db, DbError, Param, Row};
 use crate::problem::{FieldError, Problem};
 
@@ -49,9 +49,10 @@ impl LogQuery {
                     Ok(e) => event = Some(e),
                     Err(m) => bad(m),
                 },
-                "since" | "until" => match DateTime::parse_from_rfc3339(&v) {
-                    Ok(t) if &*k == "since" => since = Some(t.with_timezone(&Utc)),
-                    Ok(t) => until = Some(t.with_timezone(&Utc)),
+                "since" | "until" => match DateTime::parse_from_rfc3339(&v).map(|t| t.with_timezone(&Utc)) {
+                    Ok(t) if !storable_time(t) => bad(TIME_RANGE),
+                    Ok(t) if &*k == "since" => since = Some(t),
+                    Ok(t) => until = Some(t),
                     Err(_) => bad("must be an RFC 3339 time, such as 2026-11-27T08:00:00Z"),
                 },
                 "limit" => match v.parse::<i64>() {
@@ -86,7 +87,9 @@ pub fn encode_cursor(received_at: DateTime<Utc>, id: Uuid) -> String {
 fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
     let (at, id) = text.split_once('|')?;
-    Some((DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc), id.parse().ok()?))
+    let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
+    storable_time(at).then_some(())?;
+    Some((at, id.parse().ok()?))
 }
 
 /// One page of events and the cursor of the next (`None` on the last page).
@@ -162,6 +165,18 @@ mod tests {
         assert_eq!(q.after.unwrap().1, id);
         let p = LogQuery::parse(&format!("app={}&cursor=nope", Uuid::nil())).unwrap_err();
         assert_eq!(p.errors[0].pointer, "/cursor");
+    }
+
+    #[test]
+    fn times_postgresql_cannot_hold_are_refused_not_sent() {
+        let app = Uuid::nil();
+        for (param, value) in [("since", "0000-01-01T00:00:00Z"), ("until", "0000-12-31T23:00:00-01:00")] {
+            let p = LogQuery::parse(&format!("app={app}&{param}={value}")).unwrap_err();
+            assert_eq!((p.status, p.errors[0].pointer.as_str()), (422, format!("/{param}").as_str()));
+        }
+        let forged = URL_SAFE_NO_PAD.encode(format!("0000-01-01T00:00:00Z|{}", Uuid::nil()));
+        assert_eq!(LogQuery::parse(&format!("app={app}&cursor={forged}")).unwrap_err().errors[0].pointer, "/cursor");
+        assert!(LogQuery::parse(&format!("app={app}&since=0001-01-01T00:00:00Z")).is_ok());
     }
 
     #[test]
