@@ -621,3 +621,47 @@ async fn postgresql_stopped_and_restarted_under_load_keeps_ingest_answering_and_
     assert_stored_exactly_once(&app, &accepted).await;
     eprintln!("{down} events accepted while PostgreSQL was down; every accepted event stored {:?} after the restart", restarted.elapsed());
 }
+
+#[tokio::test]
+async fn a_long_failing_value_is_cut_short_in_the_reply_and_the_stored_event() {
+    let app = spawn_app().await;
+    let (token, id, key) = owner(&app).await;
+    app.put_rule(&token, &id, "pay", json!({"properties": {"note": {"type": "integer"}}})).await;
+    let long = "x".repeat(50_000);
+
+    let reply = app.ingest_ok(&key, &json!({"event": "pay", "properties": {"note": long}})).await;
+
+    let error = &reply["results"][0]["errors"][0];
+    assert_eq!((error["pointer"].as_str(), error["keyword"].as_str()), (Some("/note"), Some("type")));
+    let message = error["message"].as_str().unwrap();
+    assert!(message.chars().count() < 120 && message.contains('…'), "{message}");
+    let stored = eventually(Duration::from_secs(10), "the event stored", || async {
+        let (_, page) = logs(&app, &token, &format!("app={id}")).await;
+        page["items"].as_array().filter(|i| !i.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(stored[0]["errors"][0]["message"].as_str(), Some(message));
+    assert_eq!(stored[0]["properties"]["note"].as_str().map(str::len), Some(50_000), "the value itself is kept whole");
+}
+
+#[tokio::test]
+async fn an_ip_that_keeps_sending_unknown_ingest_keys_gets_429_while_known_keys_still_pass() {
+    let mut opts = AppOptions::product();
+    opts.env.push(("SPIN_VARIABLE_RATE_LIMIT_INGEST_BAD_KEYS_PER_IP".into(), "3".into()));
+    let app = spawn_app_with(opts).await;
+    let (_, _, key) = owner(&app).await;
+    let event = json!({"event": "signup"});
+    app.ingest_ok(&key, &event).await;
+
+    for bad in ["nope", "lvd_ingest_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "lvd_ingest_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"] {
+        assert_eq!(app.ingest(bad, &event).await.status(), 401, "{bad}");
+    }
+    let resp = app.ingest("lvd_ingest_CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC", &event).await;
+
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(resp.headers()["ratelimit-limit"], "3");
+    assert_eq!(resp.json::<Value>().await.unwrap()["code"], "rate_limited");
+    // A sender on the same address with a key that works is not locked out.
+    app.ingest_ok(&key, &event).await;
+}

@@ -267,3 +267,39 @@ async fn extreme_numbers_in_a_schema_and_in_events_read_back_exactly() {
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["items"][0]["properties"], properties);
 }
+
+/// `levels` `$defs`, each using the next twice: the work per event doubles
+/// with every level.
+fn doubling_chain(levels: usize) -> Value {
+    let mut defs = serde_json::Map::new();
+    for i in 0..levels {
+        let next = format!("#/$defs/d{}", i + 1);
+        defs.insert(format!("d{i}"), json!({"allOf": [{"$ref": next}, {"$ref": next}]}));
+    }
+    defs.insert(format!("d{levels}"), json!({"type": "object", "required": ["x"]}));
+    json!({"$defs": defs, "$ref": "#/$defs/d0"})
+}
+
+#[tokio::test]
+async fn a_schema_whose_references_blow_up_is_refused_with_a_pointer_and_a_bounded_one_is_kept() {
+    let app = spawn_app().await;
+    let token = app.signed_in("costly@example.com").await;
+    let (id, key) = app.create_app(&token, "Shop").await;
+
+    let resp = app.call(Method::PUT, &format!("/api/apps/{id}/rules/signup"), &token, Some(json!({"schema": doubling_chain(22)}))).await;
+    let (status, p) = (resp.status().as_u16(), resp.json::<Value>().await.unwrap());
+
+    assert_eq!((status, p["code"].as_str()), (422, Some("invalid_schema")), "{p}");
+    let pointer = p["errors"][0]["pointer"].as_str().unwrap();
+    assert!(pointer.starts_with("/schema/$defs/d") && pointer.ends_with("/allOf"), "{p}");
+    let (_, list) = get(&app, &token, &format!("/api/apps/{id}/rules")).await;
+    assert_eq!(list["items"], json!([]), "nothing was stored");
+
+    // Eleven levels stay under the bound and judge as before.
+    assert_eq!(app.put_rule(&token, &id, "signup", doubling_chain(11)).await["version"], 1);
+    let batch: Vec<Value> = (0..500).map(|i| json!({"event": "signup", "properties": if i % 2 == 0 { json!({"x": 1}) } else { json!({}) }})).collect();
+    let reply = app.ingest_ok(&key, &json!({"batch": batch})).await;
+    assert_eq!(reply["results"][0]["status"], "valid");
+    assert_eq!(reply["results"][1]["status"], "invalid");
+    assert_eq!(reply["results"][1]["errors"].as_array().unwrap().len(), 1, "a schema this costly reports the first error only");
+}

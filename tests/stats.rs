@@ -216,3 +216,31 @@ async fn a_live_stream_ends_within_seconds_of_logout_or_of_its_apps_deletion() {
     assert_eq!(app.call(Method::DELETE, &format!("/api/apps/{id}"), &token, None).await.status(), 204);
     events.ends_within(Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn event_names_past_a_buckets_cap_fold_into_an_other_row_and_redis_stays_bounded() {
+    let app = spawn_app().await;
+    let token = app.signed_in("many@example.com").await;
+    let (id, key) = app.create_app(&token, "Shop").await;
+    let batch = |from: usize| json!({"batch": (from..from + 500).map(|i| json!({"event": format!("e{i}"), "message_id": format!("m{i}")})).collect::<Vec<_>>()});
+
+    for from in [0, 500] {
+        app.ingest_ok(&key, &batch(from)).await;
+    }
+
+    let (status, s) = stats(&app, &token, &id, "?window=15m").await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["totals"]["unplanned"], 1000, "every event still counts");
+    let rows = s["by_event"].as_array().unwrap();
+    let other = rows.iter().find(|r| r["event"].is_null()).expect("an other row");
+    assert_eq!(other["unplanned"].as_u64().unwrap() + rows.len() as u64 - 1, 1000);
+    assert!(rows.len() <= 401, "{} rows", rows.len());
+    let minute = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 60) as i64;
+    for key in [format!("lvd:stats:{id}:m:{minute}"), format!("lvd:stats:{id}:seen")] {
+        let len = app.redis_cmd(&["HLEN", &key]).await;
+        assert!(matches!(len, redis::Value::Int(n) if n <= 404), "{key}: {len:?}");
+    }
+    // A message id is remembered 7 days, not the app's 30 of retention.
+    let ttl = app.redis_cmd(&["TTL", &format!("lvd:dedup:{id}:m1")]).await;
+    assert!(matches!(ttl, redis::Value::Int(t) if t > 0 && t <= 7 * 86_400), "{ttl:?}");
+}

@@ -291,17 +291,18 @@ function renderStats(s) {
   $("totals").replaceChildren(
     ...["valid", "invalid", "unplanned"].map((k) => el("div", { class: `total ${k}` }, el("span", { class: "n" }, s.totals[k]), el("span", {}, k))),
   );
-  const events = s.by_event.map((e) => e.event);
+  // The "other" row (event null) folds the events past a bucket's cap.
+  const events = s.by_event.map((e) => e.event).filter((e) => e !== null);
   const select = $("event-filter");
   const known = [...select.options].map((o) => o.value);
   for (const e of events) if (!known.includes(e)) select.append(el("option", { value: e }, e));
   const rows = s.by_event.filter((e) => !filter || e.event === filter);
   $("by-event").tBodies[0].replaceChildren(
-    ...rows.map((e) => el("tr", {}, el("th", { scope: "row" }, e.event), el("td", {}, e.valid), el("td", {}, e.invalid), el("td", {}, e.unplanned), el("td", {}, fmtTime(e.last_seen)))),
+    ...rows.map((e) => el("tr", {}, el("th", { scope: "row" }, e.event ?? "(other events)"), el("td", {}, e.valid), el("td", {}, e.invalid), el("td", {}, e.unplanned), el("td", {}, fmtTime(e.last_seen)))),
   );
   const errors = s.top_errors.filter((e) => !filter || e.event === filter);
   $("top-errors").tBodies[0].replaceChildren(
-    ...errors.map((e) => el("tr", {}, el("td", {}, e.event), el("td", {}, el("code", {}, e.pointer || "(the properties)")), el("td", {}, e.keyword), el("td", {}, e.count))),
+    ...errors.map((e) => el("tr", {}, el("td", {}, e.event ?? "(other errors)"), el("td", {}, el("code", {}, e.event === null ? "" : e.pointer || "(the properties)")), el("td", {}, e.keyword ?? ""), el("td", {}, e.count))),
   );
   renderChart(s);
 }

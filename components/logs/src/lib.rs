@@ -4,11 +4,14 @@
 //! a user's stored events (Bearer token), newest first, keyset-paginated.
 //!
 //! Ingest is limited per ingest key, not per client IP: one server-side
-//! sender may carry many users' events from one address.
+//! sender may carry many users' events from one address. Unknown keys are
+//! the exception: each costs a PostgreSQL query, so failures are limited per
+//! client IP (`rate_limit_ingest_bad_keys_per_ip` a minute); a key the
+//! shared cache knows passes whatever its address did.
 
 use lvd::cache::IngestApp;
 use lvd::events::ingest::{self, Judged, Outcome, Settings};
-use lvd::events::plan::{self, Plan, PlanError};
+use lvd::events::plan::{self, CachedKey, Plan, PlanError};
 use lvd::events::query::{self, LogQuery};
 use lvd::events::{Body, Incoming};
 use lvd::limits::{self, Decision, Limit};
@@ -49,10 +52,15 @@ async fn handle(req: Request) -> impl IntoResponse {
 
 async fn ingest(req: Request, ctx: &Ctx) -> Result<Response, Problem> {
     let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default().trim().to_owned();
-    let app = plan::app_for_key(&ctx.kv, &ctx.common.db, &key)
-        .await
-        .map_err(db_problem)?
-        .ok_or_else(|| Problem::new(401, "invalid_api_key", "The X-Api-Key header is missing, or the key is unknown or was rotated."))?;
+    let ip = h::client_ip(&req, &ctx.common.trusted_proxies).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let app = match plan::cached_app_for_key(&ctx.kv, &key).await {
+        CachedKey::App(app) => app,
+        CachedKey::Malformed => return Ok(unknown_key(ctx, &ip).await),
+        CachedKey::Uncached => match uncached_key(ctx, &ip, &key).await? {
+            Ok(app) => app,
+            Err(resp) => return Ok(resp),
+        },
+    };
     let settings = settings(&app).await.map_err(|_| Problem::internal())?;
     let body = h::json_body(req).await?;
     let received_at = chrono::Utc::now();
@@ -82,6 +90,39 @@ async fn ingest(req: Request, ctx: &Ctx) -> Result<Response, Problem> {
             h::problem(&Problem::unavailable("Events are arriving faster than they can be stored; retry shortly.")),
             &decision,
         )),
+    }
+}
+
+/// The per-IP limit on unknown ingest keys.
+async fn bad_key_limit() -> Limit {
+    let max = config::number("rate_limit_ingest_bad_keys_per_ip", 30).await.unwrap_or(30);
+    Limit { name: "ingest_bad_key_ip", max, window_secs: 60 }
+}
+
+/// A key the cache does not know: an IP already over its limit of unknown
+/// keys is refused before the PostgreSQL query (even a good key: it is
+/// cached after its first use, so a working sender is rarely here), then
+/// PostgreSQL says.
+async fn uncached_key(ctx: &Ctx, ip: &str, key: &str) -> Result<Result<IngestApp, Response>, Problem> {
+    let limit = bad_key_limit().await;
+    let now = limits::peek(&ctx.common.redis, limit, ip).await.map_err(redis_problem)?;
+    if !now.allowed {
+        return Ok(Err(h::with_rate_limit(h::problem(&h::rate_limited()), &now)));
+    }
+    match plan::stored_app_for_key(&ctx.kv, &ctx.common.db, key).await.map_err(db_problem)? {
+        Some(app) => Ok(Ok(app)),
+        None => Ok(Err(unknown_key(ctx, ip).await)),
+    }
+}
+
+/// 401 for a key that opens nothing, counted against the client's IP; the
+/// failure past the limit is already 429.
+async fn unknown_key(ctx: &Ctx, ip: &str) -> Response {
+    let invalid = Problem::new(401, "invalid_api_key", "The X-Api-Key header is missing, or the key is unknown or was rotated.");
+    match limits::hit(&ctx.common.redis, bad_key_limit().await, ip).await {
+        Ok(d) if !d.allowed => h::with_rate_limit(h::problem(&h::rate_limited()), &d),
+        Ok(d) => h::with_rate_limit(h::problem(&invalid), &d),
+        Err(e) => h::problem(&redis_problem(e)),
     }
 }
 
@@ -140,7 +181,7 @@ async fn lone_malformed(ctx: &Ctx, app: &IngestApp, settings: &Settings, errors:
 async fn settings(app: &IngestApp) -> Result<Settings, variables::Error> {
     Ok(Settings {
         per_key_per_minute: config::number("rate_limit_ingest_per_key", 60_000).await?,
-        dedup_secs: app.retention_days * 86_400,
+        dedup_secs: Settings::dedup_secs_for(app.retention_days),
         max_backlog: config::number("ingest_max_backlog", 1_000_000).await?,
     })
 }

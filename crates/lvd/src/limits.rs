@@ -51,6 +51,22 @@ pub async fn hit(redis: &impl Redis, limit: Limit, subject: &str) -> Result<Deci
     })
 }
 
+/// The count and time left of a fixed window, without counting.
+const PEEK_SCRIPT: &str = r#"
+local c = tonumber(redis.call('GET', KEYS[1]) or '0')
+return {c, redis.call('TTL', KEYS[1])}
+"#;
+
+/// Whether one more would still be within `limit`, without counting it:
+/// for limits on failures, checked before the costly step that may fail.
+pub async fn peek(redis: &impl Redis, limit: Limit, subject: &str) -> Result<Decision, RedisError> {
+    let key = format!("lvd:rl:{}:{subject}", limit.name);
+    let reply = redis.execute("EVAL", vec![PEEK_SCRIPT.into(), Arg::Int(1), key.into()]).await?;
+    let count = reply.first().and_then(Reply::int).unwrap_or(0).max(0) as u64;
+    let ttl = reply.get(1).and_then(Reply::int).filter(|t| *t > 0).unwrap_or(limit.window_secs as i64) as u64;
+    Ok(Decision { allowed: count < limit.max, limit: limit.max, remaining: limit.max.saturating_sub(count), reset_secs: ttl })
+}
+
 /// What the `/api` gate decided, in one round trip: the per-IP limit, then
 /// (for a token that verified) the deny-list and the per-user limit.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -49,7 +49,14 @@ impl EmailJob {
 /// The stream field that holds a job's JSON.
 pub const FIELD: &str = "job";
 
+/// Emails the queue holds at most (`MAXLEN ~`): far above what the per-IP
+/// limits on `/auth` let through, so only a flood the limits missed trims
+/// it, and then the oldest mail goes first (its code expires in 10 minutes
+/// anyway) rather than Redis running out of memory.
+pub const EMAIL_QUEUE_MAX: i64 = 100_000;
+
 pub async fn enqueue_email(redis: &impl Redis, job: &EmailJob) -> Result<(), RedisError> {
     let json = serde_json::to_string(job).expect("a job serializes");
-    redis.execute("XADD", vec![EMAIL.into(), "*".into(), FIELD.into(), json.into()]).await.map(drop)
+    let args = vec![EMAIL.into(), "MAXLEN".into(), "~".into(), crate::kv::Arg::Int(EMAIL_QUEUE_MAX), "*".into(), FIELD.into(), json.into()];
+    redis.execute("XADD", args).await.map(drop)
 }

@@ -10,6 +10,13 @@
 //! events sit in Redis until they are in PostgreSQL. A crash of a component
 //! between the script and its reply loses nothing either: the script is the
 //! commit point, all or nothing.
+//!
+//! What it keeps in Redis is bounded whatever the input: dedup keys live
+//! [`DEDUP_SECS`] at most, each counter bucket and the last-seen hash hold at
+//! most [`MAX_BUCKET_FIELDS`] fields (the rest fold into "other"), the tail
+//! of invalid events is trimmed to about [`INVALID_TAIL_LEN`], and the ingest
+//! stream is bounded by the backlog check (`max_backlog` entries, then 503)
+//! rather than by `MAXLEN`, which would drop accepted events.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -42,6 +49,23 @@ pub fn seen_key(app: Uuid) -> String {
 /// the 24h and 7d ones; both with room to spare.
 pub const MINUTE_TTL_SECS: i64 = 3 * 3600;
 pub const HOUR_TTL_SECS: i64 = 8 * 86_400;
+/// Fields one bucket (and the app's last-seen hash) may hold: counters of
+/// event names and error pointers not yet in a full bucket are folded into
+/// its "other" fields (see [`Judged::counter_fields`]), so Redis memory and
+/// the stats script's work do not grow with the variety of the input. A
+/// bucket holds at most this plus the four "other" fields.
+pub const MAX_BUCKET_FIELDS: i64 = 400;
+/// Pointers longer than this are counted under "other": a pointer carries
+/// property names from the event, of any length.
+pub const MAX_COUNTED_POINTER_CHARS: usize = 256;
+/// The "event" of the "other" fields: no real event name is empty.
+pub const OTHER: &str = "";
+/// How long a `message_id` is remembered for dedup: 7 days (as Amplitude
+/// does), or the app's retention when that is shorter.
+pub const DEDUP_SECS: i64 = 7 * 86_400;
+/// Entries kept in an app's tail of invalid events (`MAXLEN ~`: Redis trims
+/// whole nodes, so up to about twice this may stay).
+pub const INVALID_TAIL_LEN: i64 = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -146,14 +170,25 @@ impl Judged {
         line
     }
 
-    /// The live counters this event adds to: one for its status, one per
+    /// The live counters this event adds to, each with the "other" field it
+    /// folds into when its bucket is full: one for its status, one per
     /// error. Fields are JSON arrays, so no event name or pointer can forge
-    /// another's field.
-    pub fn counter_fields(&self) -> Vec<String> {
+    /// another's field; "other" fields name the event [`OTHER`], which no
+    /// event has.
+    pub fn counter_fields(&self) -> Vec<(String, String)> {
         let name = self.event.event.as_str();
+        let status = self.status.as_str();
         // Tuples serialize as JSON arrays, without building a `Value` first.
-        let mut fields = vec![json_text(&("c", self.status.as_str(), name))];
-        fields.extend(self.errors.iter().map(|e| json_text(&("e", name, e.pointer.as_str(), e.keyword.as_str()))));
+        let mut fields = vec![(json_text(&("c", status, name)), json_text(&("c", status, OTHER)))];
+        let other_error = json_text(&("e", OTHER, OTHER, OTHER));
+        fields.extend(self.errors.iter().map(|e| {
+            let field = if e.pointer.chars().count() > MAX_COUNTED_POINTER_CHARS {
+                other_error.clone()
+            } else {
+                json_text(&("e", name, e.pointer.as_str(), e.keyword.as_str()))
+            };
+            (field, other_error.clone())
+        }));
         fields
     }
 }
@@ -188,11 +223,19 @@ fn copy_escape(text: &str, out: &mut String) {
 pub struct Settings {
     /// Requests per minute per ingest key.
     pub per_key_per_minute: u64,
-    /// How long a `message_id` is remembered: the app's retention.
+    /// How long a `message_id` is remembered: [`DEDUP_SECS`], or the app's
+    /// retention when shorter (see [`Settings::dedup_secs_for`]).
     pub dedup_secs: i64,
     /// Entries the ingest stream may hold before ingest answers 503: the
     /// worker is down or far behind, and Redis memory is finite.
     pub max_backlog: u64,
+}
+
+impl Settings {
+    /// The dedup window of an app that keeps its events `retention_days`.
+    pub fn dedup_secs_for(retention_days: i64) -> i64 {
+        (retention_days * 86_400).min(DEDUP_SECS)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -212,28 +255,40 @@ if c > tonumber(ARGV[1]) then return {0, c, ttl} end
 local n = tonumber(ARGV[9])
 if n > 0 and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[8]) then return {-1, c, ttl} end
 local out = {1, c, ttl}
-local rows, incr, seen = {}, {}, {}
-local i = 11
+local rows, incr, fold, seen = {}, {}, {}, {}
+local cap = tonumber(ARGV[11])
+local i = 14
 for _ = 1, n do
   local msgid, name, invalid, row, nf = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], tonumber(ARGV[i+4])
   local dup = 0
   if msgid ~= '' and not redis.call('SET', ARGV[3] .. msgid, '1', 'NX', 'EX', ARGV[4]) then dup = 1 end
   if dup == 0 then
     rows[#rows + 1] = row
-    for f = 1, nf do local k = ARGV[i + 4 + f]; incr[k] = (incr[k] or 0) + 1 end
-    seen[#seen + 1] = name
-    seen[#seen + 1] = ARGV[7]
-    if invalid ~= '' then redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '*', 'e', invalid) end
+    for f = 1, nf do
+      local k = ARGV[i + 3 + 2 * f]
+      incr[k] = (incr[k] or 0) + 1
+      fold[k] = ARGV[i + 4 + 2 * f]
+    end
+    seen[name] = true
+    if invalid ~= '' then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[12], '*', 'e', invalid) end
   end
   out[#out + 1] = dup
-  i = i + 5 + nf
+  i = i + 5 + 2 * nf
+end
+-- A field a full hash does not hold yet goes to its "other" field instead.
+local function bump(key, k, v)
+  if redis.call('HEXISTS', key, k) == 0 and redis.call('HLEN', key) >= cap then k = fold[k] end
+  redis.call('HINCRBY', key, k, v)
 end
 if #rows > 0 then
   redis.call('XADD', KEYS[1], '*', ARGV[10], table.concat(rows))
-  redis.call('HSET', KEYS[5], unpack(seen))
+  for name in pairs(seen) do
+    if redis.call('HEXISTS', KEYS[5], name) == 0 and redis.call('HLEN', KEYS[5]) >= cap then name = ARGV[13] end
+    redis.call('HSET', KEYS[5], name, ARGV[7])
+  end
   for k, v in pairs(incr) do
-    redis.call('HINCRBY', KEYS[3], k, v)
-    redis.call('HINCRBY', KEYS[4], k, v)
+    bump(KEYS[3], k, v)
+    bump(KEYS[4], k, v)
   end
   redis.call('EXPIRE', KEYS[3], ARGV[5])
   redis.call('EXPIRE', KEYS[4], ARGV[6])
@@ -266,6 +321,9 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
         settings.max_backlog.into(),
         Arg::Int(events.len() as i64),
         ROW_FIELD.into(),
+        Arg::Int(MAX_BUCKET_FIELDS),
+        Arg::Int(INVALID_TAIL_LEN),
+        OTHER.into(),
     ];
     for e in events {
         let fields = e.counter_fields();
@@ -274,7 +332,10 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
         args.push(if e.status == Status::Invalid { e.view() } else { String::new() }.into());
         args.push(e.copy_line(app).into());
         args.push(Arg::Int(fields.len() as i64));
-        args.extend(fields.into_iter().map(Arg::from));
+        for (field, fold) in fields {
+            args.push(field.into());
+            args.push(fold.into());
+        }
     }
     let reply = redis.execute("EVAL", args).await?;
     let int = |i: usize| reply.get(i).and_then(Reply::int);
@@ -321,6 +382,6 @@ mod tests {
     #[test]
     fn counter_fields_cannot_collide_across_names() {
         let a = judged(json!({})).counter_fields();
-        assert_eq!(a, [r#"["c","unplanned","sign\\up"]"#]);
+        assert_eq!(a, [(r#"["c","unplanned","sign\\up"]"#.to_owned(), r#"["c","unplanned",""]"#.to_owned())]);
     }
 }

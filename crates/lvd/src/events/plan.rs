@@ -22,19 +22,35 @@ pub enum PlanError {
     Compile { app: Uuid, event: String, version: i64 },
 }
 
-/// The app an ingest key opens, or `None` for a key that opens nothing.
-pub async fn app_for_key(kv: &impl KeyValue, db: &impl Db, key: &str) -> Result<Option<IngestApp>, DbError> {
+/// Where an ingest key stands in the shared cache: the app it opens, a key
+/// that cannot open anything (not our key format), or not known to the
+/// cache, so only PostgreSQL can say ([`stored_app_for_key`]).
+pub enum CachedKey {
+    App(IngestApp),
+    Malformed,
+    Uncached,
+}
+
+/// The app an ingest key opens, as far as the shared cache knows. Ingest
+/// asks this first: a cache miss costs a PostgreSQL query, which is what
+/// unknown keys are limited per client IP for.
+pub async fn cached_app_for_key(kv: &impl KeyValue, key: &str) -> CachedKey {
     if !key.starts_with(apps::KEY_PREFIX) {
-        return Ok(None);
+        return CachedKey::Malformed;
     }
+    match cache::get::<IngestApp>(kv, &cache::app_key(&apps::ingest_key_hash(key))).await {
+        Ok(Some(app)) => CachedKey::App(app),
+        _ => CachedKey::Uncached,
+    }
+}
+
+/// The app an ingest key opens, from PostgreSQL, cached for the next
+/// request; `None` for a key that opens nothing.
+pub async fn stored_app_for_key(kv: &impl KeyValue, db: &impl Db, key: &str) -> Result<Option<IngestApp>, DbError> {
     let hash = apps::ingest_key_hash(key);
-    let cache_key = cache::app_key(&hash);
-    if let Ok(Some(app)) = cache::get::<IngestApp>(kv, &cache_key).await {
-        return Ok(Some(app));
-    }
     let app = apps_store::by_key_hash(db, &hash).await?;
     if let Some(app) = &app {
-        let _ = cache::put(kv, &cache_key, app, cache::APP_TTL_SECS).await;
+        let _ = cache::put(kv, &cache::app_key(&hash), app, cache::APP_TTL_SECS).await;
     }
     Ok(app)
 }
@@ -46,23 +62,92 @@ pub async fn app_for_key(kv: &impl KeyValue, db: &impl Db, key: &str) -> Result<
 /// of judging (the `jsonschema` crate checks each schema against the
 /// draft's meta-schema, rebuilt per call on wasm), so this is what makes
 /// ingest fast.
+///
+/// Bounded by entries and by size (the schemas' JSON text), evicting the
+/// least recently used, and no app may hold more than [`Compiled::APP_SHARE`]
+/// of either: an app with many rules, or huge ones, evicts its own entries
+/// before anyone else's, so one tenant cannot make every tenant recompile.
+///
+/// One `Mutex` over the whole: a lookup also reorders the recency list, so
+/// even reads write; the lock is held for map operations only, never while
+/// compiling.
 #[derive(Default)]
-pub struct Compiled(Mutex<HashMap<(Uuid, String, i64), Arc<Schema>>>);
+pub struct Compiled(Mutex<Lru>);
+
+type Key = (Uuid, String, i64);
+
+struct Lru {
+    /// Every entry, most recently used first, with its size in bytes.
+    entries: lru::LruCache<Key, (Arc<Schema>, usize)>,
+    /// Total size of `entries`.
+    size: usize,
+    /// Entries and size per app, for the per-app share.
+    apps: HashMap<Uuid, (usize, usize)>,
+}
+
+impl Default for Lru {
+    fn default() -> Self {
+        Self { entries: lru::LruCache::unbounded(), size: 0, apps: HashMap::new() }
+    }
+}
 
 impl Compiled {
-    /// Entries kept before the map starts over, bounding an instance's memory.
-    const MAX_ENTRIES: usize = 512;
+    /// Entries kept at most.
+    pub const MAX_ENTRIES: usize = 512;
+    /// Bytes of schema text kept at most (a compiled schema's memory grows
+    /// with its text): 8 MiB.
+    pub const MAX_BYTES: usize = 8 << 20;
+    /// The most of either bound one app may hold, as a fraction 1/APP_SHARE.
+    pub const APP_SHARE: usize = 4;
 
-    fn get(&self, key: &(Uuid, String, i64)) -> Option<Arc<Schema>> {
-        self.0.lock().ok()?.get(key).cloned()
+    fn get(&self, key: &Key) -> Option<Arc<Schema>> {
+        self.0.lock().ok()?.entries.get(key).map(|(s, _)| s.clone())
     }
 
-    fn insert(&self, key: (Uuid, String, i64), schema: Arc<Schema>) {
-        if let Ok(mut map) = self.0.lock() {
-            if map.len() >= Self::MAX_ENTRIES {
-                map.clear();
+    /// Keeps `schema`, whose text is `bytes` long, evicting first the app's
+    /// own least recently used entries while it is over its share, then
+    /// anyone's while the whole is over its bounds.
+    fn insert(&self, key: Key, schema: Arc<Schema>, bytes: usize) {
+        let Ok(mut lru) = self.0.lock() else { return };
+        let app = key.0;
+        if let Some((_, old)) = lru.entries.pop(&key) {
+            lru.forget(app, old);
+        }
+        lru.size += bytes;
+        let mine = lru.apps.entry(app).or_default();
+        *mine = (mine.0 + 1, mine.1 + bytes);
+        lru.entries.push(key, (schema, bytes));
+        loop {
+            let (n, size) = lru.apps.get(&app).copied().unwrap_or_default();
+            if n <= 1 || (n <= Self::MAX_ENTRIES / Self::APP_SHARE && size <= Self::MAX_BYTES / Self::APP_SHARE) {
+                break;
             }
-            map.insert(key, schema);
+            // The app's least recently used entry: the list is short (512).
+            let Some(oldest) = lru.entries.iter().rev().find(|(k, _)| k.0 == app).map(|(k, _)| k.clone()) else { break };
+            if let Some((_, b)) = lru.entries.pop(&oldest) {
+                lru.forget(app, b);
+            }
+        }
+        while lru.entries.len() > 1 && (lru.entries.len() > Self::MAX_ENTRIES || lru.size > Self::MAX_BYTES) {
+            let Some((k, (_, b))) = lru.entries.pop_lru() else { break };
+            lru.forget(k.0, b);
+        }
+    }
+
+    #[cfg(test)]
+    fn contains(&self, key: &Key) -> bool {
+        self.0.lock().unwrap().entries.contains(key)
+    }
+}
+
+impl Lru {
+    fn forget(&mut self, app: Uuid, bytes: usize) {
+        self.size -= bytes;
+        if let Some(mine) = self.apps.get_mut(&app) {
+            *mine = (mine.0 - 1, mine.1 - bytes);
+            if mine.0 == 0 {
+                self.apps.remove(&app);
+            }
         }
     }
 }
@@ -92,12 +177,13 @@ impl Plan {
                 Some(s) => s,
                 None => {
                     let raw = schema(kv, db, app, event.as_str(), version).await?;
+                    let bytes = raw.as_ref().map_or(0, |s| s.to_string().len());
                     let schema = raw
                         .as_ref()
                         .and_then(|s| Schema::compile(s).ok())
                         .map(Arc::new)
                         .ok_or_else(|| PlanError::Compile { app, event: event.as_str().to_owned(), version })?;
-                    compiled.insert(key, schema.clone());
+                    compiled.insert(key, schema.clone(), bytes);
                     schema
                 }
             };
@@ -131,4 +217,48 @@ async fn schema(kv: &impl KeyValue, db: &impl Db, app: Uuid, event: &str, versio
         let _ = cache::put(kv, &key, s, cache::RULES_TTL_SECS).await;
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::compile(&json!({"type": "object"})).unwrap())
+    }
+
+    #[test]
+    fn one_app_with_many_rules_evicts_its_own_entries_not_other_apps() {
+        let compiled = Compiled::default();
+        let quiet = Uuid::new_v4();
+        compiled.insert((quiet, "signup".into(), 1), schema(), 100);
+
+        let noisy = Uuid::new_v4();
+        for i in 0..(Compiled::MAX_ENTRIES * 2) as i64 {
+            compiled.insert((noisy, "e".into(), i), schema(), 100);
+        }
+
+        assert!(compiled.contains(&(quiet, "signup".into(), 1)), "the quiet app's schema survived");
+        let kept = (0..(Compiled::MAX_ENTRIES * 2) as i64).filter(|i| compiled.contains(&(noisy, "e".into(), *i))).count();
+        assert_eq!(kept, Compiled::MAX_ENTRIES / Compiled::APP_SHARE);
+        assert!(compiled.contains(&(noisy, "e".into(), (Compiled::MAX_ENTRIES * 2 - 1) as i64)), "the newest is kept");
+    }
+
+    #[test]
+    fn the_least_recently_used_entry_goes_first_and_size_counts() {
+        let compiled = Compiled::default();
+        let apps: Vec<Uuid> = (0..Compiled::APP_SHARE * 2).map(|_| Uuid::new_v4()).collect();
+        let big = Compiled::MAX_BYTES / Compiled::APP_SHARE / 2;
+        for app in &apps[..Compiled::APP_SHARE * 2 - 1] {
+            compiled.insert((*app, "e".into(), 1), schema(), big);
+        }
+        // The first app's entry is used again, so the second's is the oldest.
+        assert!(compiled.get(&(apps[0], "e".into(), 1)).is_some());
+        compiled.insert((apps[Compiled::APP_SHARE * 2 - 1], "e".into(), 1), schema(), big + 1);
+
+        assert!(compiled.contains(&(apps[0], "e".into(), 1)));
+        assert!(!compiled.contains(&(apps[1], "e".into(), 1)), "the least recently used went, to bring the size under its bound");
+        assert!(compiled.contains(&(apps[2], "e".into(), 1)));
+    }
 }

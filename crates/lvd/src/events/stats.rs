@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-use super::ingest::{bucket_key, seen_key};
+use super::ingest::{OTHER, bucket_key, seen_key};
 use super::rfc3339;
 use crate::kv::{Arg, Redis, RedisError, Reply};
 
@@ -80,19 +80,24 @@ impl Counts {
     }
 }
 
+/// One event's figures. `event` is `None` on the "other" row: the events
+/// that found their bucket full (`ingest::MAX_BUCKET_FIELDS`), together.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventFigures {
-    pub event: String,
+    pub event: Option<String>,
     #[serde(flatten)]
     pub counts: Counts,
     pub last_seen: Option<String>,
 }
 
+/// One error's count. All three names are `None` on the "other" row: the
+/// errors that found their bucket full, or whose pointer was too long to
+/// count on its own (`ingest::MAX_COUNTED_POINTER_CHARS`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ErrorFigures {
-    pub event: String,
-    pub pointer: String,
-    pub keyword: String,
+    pub event: Option<String>,
+    pub pointer: Option<String>,
+    pub keyword: Option<String>,
     pub count: u64,
 }
 
@@ -187,16 +192,29 @@ fn assemble(window: Window, first: i64, secs: i64, buckets: &[Vec<(String, Strin
         .into_iter()
         .map(|(event, counts)| {
             let last_seen = seen.get(event.as_str()).and_then(|ms| ms.parse::<i64>().ok()).and_then(|ms| Utc.timestamp_millis_opt(ms).single()).map(rfc3339);
-            EventFigures { event, counts, last_seen }
+            EventFigures { event: named(event), counts, last_seen }
         })
         .collect();
     by_event.sort_by(|a, b| b.counts.total().cmp(&a.counts.total()).then_with(|| a.event.cmp(&b.event)));
     let mut top_errors: Vec<ErrorFigures> =
-        errors.into_iter().map(|((event, pointer, keyword), count)| ErrorFigures { event, pointer, keyword, count }).collect();
+        errors
+        .into_iter()
+        .map(|((event, pointer, keyword), count)| match named(event) {
+            // An empty pointer is real (the properties themselves); only the
+            // event name tells the "other" row.
+            Some(event) => ErrorFigures { event: Some(event), pointer: Some(pointer), keyword: Some(keyword), count },
+            None => ErrorFigures { event: None, pointer: None, keyword: None, count },
+        })
+        .collect();
     // Stable sort: equal counts stay in (event, pointer, keyword) order.
     top_errors.sort_by(|a, b| b.count.cmp(&a.count));
     top_errors.truncate(TOP_ERRORS);
     Stats { window, totals, by_event, top_errors, series }
+}
+
+/// A name from a counter field; [`OTHER`] is the "other" row's.
+fn named(name: String) -> Option<String> {
+    (name != OTHER).then_some(name)
 }
 
 fn rfc3339_secs(t: DateTime<Utc>) -> String {
@@ -224,10 +242,26 @@ mod tests {
         assert_eq!(s.series.len(), 3);
         assert_eq!(s.series[1].counts, Counts::default(), "empty buckets are zeros");
         assert_eq!(s.series[0].start, "2026-11-27T00:00:00Z");
-        assert_eq!(s.by_event[0].event, "pay", "busiest first");
+        assert_eq!(s.by_event[0].event.as_deref(), Some("pay"), "busiest first");
         assert_eq!(s.by_event[0].last_seen.as_deref(), Some("2026-11-27T00:00:00.000000Z"));
         assert_eq!(s.by_event[1].last_seen, None);
-        assert_eq!((s.top_errors[0].pointer.as_str(), s.top_errors[0].count), ("/amount", 3));
+        assert_eq!((s.top_errors[0].pointer.as_deref(), s.top_errors[0].count), (Some("/amount"), 3));
         assert_eq!(s.top_errors.len(), 2);
+    }
+
+    #[test]
+    fn the_other_fields_show_as_rows_without_names() {
+        let buckets = vec![vec![
+            f(&["c", "valid", "pay"], 2),
+            f(&["c", "invalid", ""], 4),
+            f(&["e", "pay", "", "type"], 1),
+            f(&["e", "", "", ""], 7),
+        ]];
+        let s = assemble(Window::M15, 29_928_960, 60, &buckets, &[]);
+        assert_eq!(s.by_event[0].event, None, "the other row, busiest");
+        assert_eq!(s.by_event[0].counts.invalid, 4);
+        assert_eq!(s.totals.invalid, 4, "other counts in the totals");
+        assert_eq!((s.top_errors[0].event.as_deref(), s.top_errors[0].pointer.as_deref(), s.top_errors[0].count), (None, None, 7));
+        assert_eq!(s.top_errors[1].pointer.as_deref(), Some(""), "an empty pointer is a real one");
     }
 }
