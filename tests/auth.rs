@@ -374,3 +374,175 @@ async fn a_forged_spin_client_addr_does_not_buy_a_fresh_budget() {
     }
     assert_eq!(statuses, [202, 202, 429], "every request counted for the real peer");
 }
+
+/// Lets the next `register`, `resend` or `forgot` start a new code at once,
+/// as if the one-code-a-minute interval had passed.
+async fn skip_resend_interval(app: &TestApp) {
+    app.redis_cmd(&["EVAL", "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 1", "0", "lvd:otp:sent:*"]).await;
+}
+
+/// A six-digit code that is not `code`.
+fn wrong_code(code: &str) -> &'static str {
+    if code == "000000" { "111111" } else { "000000" }
+}
+
+#[tokio::test]
+async fn a_sign_up_code_activates_only_the_password_registered_with_it() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let attackers = "the attacker's own password";
+    app.post_json("/auth/register", &json!({ "email": email, "password": PASSWORD })).await;
+    let victims_code = app.smtp().wait_for(&email.to_lowercase(), 1, MAIL_WAIT).await.code();
+
+    // Someone registers the same unverified email with their own password:
+    // within the resend interval (no new mail), then after it (a new code,
+    // bound to their password, goes to the victim's mailbox).
+    assert_eq!(app.post_json("/auth/register", &json!({ "email": email, "password": attackers })).await.status(), 202);
+    skip_resend_interval(&app).await;
+    assert_eq!(app.post_json("/auth/register", &json!({ "email": email, "password": attackers })).await.status(), 202);
+    app.smtp().wait_for(&email.to_lowercase(), 2, MAIL_WAIT).await;
+
+    let resp = app.post_json("/auth/verify", &json!({ "email": email, "code": victims_code })).await;
+    assert_eq!(resp.status(), 200, "the victim's code still verifies");
+    assert_eq!(app.post_json("/auth/login", &json!({ "email": email, "password": attackers })).await.status(), 401);
+    assert_eq!(app.post_json("/auth/login", &json!({ "email": email, "password": PASSWORD })).await.status(), 200);
+}
+
+#[tokio::test]
+async fn reset_codes_are_capped_per_account_over_a_day_without_locking_sign_in() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    signed_up(&app, &email).await;
+    let new_password = "an entirely new passphrase";
+
+    // Four new codes, five wrong tries each: twenty wrong codes.
+    for round in 0..4 {
+        skip_resend_interval(&app).await;
+        assert_eq!(app.post_json("/auth/password/forgot", &json!({ "email": email })).await.status(), 202);
+        let code = app.smtp().wait_for(&email.to_lowercase(), 2 + round, MAIL_WAIT).await.code();
+        for _ in 0..5 {
+            let body = json!({ "email": email, "code": wrong_code(&code), "new_password": new_password });
+            let (status, body) = problem(app.post_json("/auth/password/reset", &body).await).await;
+            assert_eq!((status, body["code"].as_str().unwrap()), (400, "invalid_code"), "round {round}");
+        }
+    }
+    skip_resend_interval(&app).await;
+    app.post_json("/auth/password/forgot", &json!({ "email": email })).await;
+    let code = app.smtp().wait_for(&email.to_lowercase(), 6, MAIL_WAIT).await.code();
+
+    let resp = app.post_json("/auth/password/reset", &json!({ "email": email, "code": code, "new_password": new_password })).await;
+    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+    let (status, body) = problem(resp).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (429, "too_many_attempts"), "the day's wrong codes are spent");
+    assert!(retry.is_some_and(|s| (1..=24 * 3600).contains(&s)), "Retry-After {retry:?}");
+    // A stranger can spend them; the owner still signs in with the password.
+    assert_eq!(app.post_json("/auth/login", &json!({ "email": email, "password": PASSWORD })).await.status(), 200);
+}
+
+/// `(status, body)` of six tries of `code` at `path` for `email`.
+async fn six_tries(app: &TestApp, path: &str, email: &str, code: &str) -> Vec<(u16, Value)> {
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        let body = json!({ "email": email, "code": code, "new_password": "an entirely new passphrase" });
+        answers.push(problem(app.post_json(path, &body).await).await);
+    }
+    answers
+}
+
+#[tokio::test]
+async fn wrong_reset_codes_answer_alike_for_an_account_and_an_unknown_email() {
+    let app = spawn_app().await;
+    let known = unique_email();
+    let unknown = unique_email();
+    signed_up(&app, &known).await;
+    for email in [&known, &unknown] {
+        assert_eq!(app.post_json("/auth/password/forgot", &json!({ "email": email })).await.status(), 202);
+    }
+    let code = app.smtp().wait_for(&known.to_lowercase(), 2, MAIL_WAIT).await.code();
+
+    let for_known = six_tries(&app, "/auth/password/reset", &known, wrong_code(&code)).await;
+    let for_unknown = six_tries(&app, "/auth/password/reset", &unknown, wrong_code(&code)).await;
+
+    assert_eq!(for_known, for_unknown);
+    assert_eq!(for_known[5].0, 429, "the sixth try is refused for both");
+}
+
+#[tokio::test]
+async fn wrong_sign_up_codes_answer_alike_for_a_pending_sign_up_and_an_unknown_email() {
+    let app = spawn_app().await;
+    let pending = unique_email();
+    let unknown = unique_email();
+    app.post_json("/auth/register", &json!({ "email": pending, "password": PASSWORD })).await;
+    assert_eq!(app.post_json("/auth/otp/resend", &json!({ "email": unknown })).await.status(), 202);
+    let code = app.smtp().wait_for(&pending.to_lowercase(), 1, MAIL_WAIT).await.code();
+    // An expired code tells nobody it existed either.
+    let db = app.db.client().await;
+    db.execute("UPDATE one_time_codes SET expires_at = now() - interval '1 second'", &[]).await.unwrap();
+
+    let for_pending = six_tries(&app, "/auth/verify", &pending, wrong_code(&code)).await;
+    let for_unknown = six_tries(&app, "/auth/verify", &unknown, wrong_code(&code)).await;
+
+    assert_eq!(for_pending, for_unknown);
+    assert_eq!(for_pending[0].1["code"], "invalid_code");
+    assert_eq!(for_pending[5].0, 429, "the sixth try is refused for both");
+}
+
+/// The `Set-Cookie` of a sign-in sent with these extra headers.
+async fn login_cookie(app: &TestApp, email: &str, headers: &[(&str, &str)]) -> String {
+    let mut req = app.client.post(app.url("/auth/login")).json(&json!({ "email": email, "password": PASSWORD }));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.headers()["set-cookie"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_refresh_cookie_is_secure_behind_a_tls_proxy_and_outside_loopback() {
+    let mut opts = AppOptions::product();
+    opts.env.push(("SPIN_VARIABLE_TRUSTED_PROXIES".into(), "127.0.0.1".into()));
+    let app = spawn_with(opts).await;
+    let email = unique_email().to_lowercase();
+    app.signed_in(&email).await;
+
+    let via_tls_proxy = login_cookie(&app, &email, &[("x-forwarded-proto", "https")]).await;
+    let public_host = login_cookie(&app, &email, &[("host", "dashboard.example.com")]).await;
+    let plain_proxy = login_cookie(&app, &email, &[("x-forwarded-proto", "http"), ("host", "dashboard.example.com")]).await;
+    let local = login_cookie(&app, &email, &[]).await;
+
+    assert!(via_tls_proxy.ends_with("; Secure"), "a trusted proxy said https: {via_tls_proxy}");
+    assert!(public_host.ends_with("; Secure"), "not loopback, so Secure by default: {public_host}");
+    assert!(!plain_proxy.contains("Secure"), "a trusted proxy said http: {plain_proxy}");
+    assert!(!local.contains("Secure"), "a loopback client of a loopback host: {local}");
+
+    // From a proxy that is not trusted, X-Forwarded-Proto means nothing.
+    let untrusted = spawn_with(AppOptions::product()).await;
+    untrusted.signed_in(&email).await;
+    let forged = login_cookie(&untrusted, &email, &[("x-forwarded-proto", "https")]).await;
+    assert!(!forged.contains("Secure"), "{forged}");
+}
+
+#[tokio::test]
+async fn a_secret_shorter_than_32_bytes_fails_every_request_naming_its_variable() {
+    for (variable, name) in [("SPIN_VARIABLE_JWT_SECRET", "jwt_secret"), ("SPIN_VARIABLE_OTP_KEY", "otp_key")] {
+        let mut opts = AppOptions::product();
+        opts.env.push((variable.into(), "x".repeat(31)));
+        let app = spawn_with(opts).await;
+
+        let resp = app.post_json("/auth/login", &json!({ "email": unique_email(), "password": PASSWORD })).await;
+        let (status, body) = problem(resp).await;
+
+        assert_eq!((status, body["code"].as_str().unwrap()), (500, "internal_error"), "{name}: {body}");
+        assert!(!body.to_string().contains("xxxx"), "the secret leaked: {body}");
+        eventually(Duration::from_secs(5), &format!("the log to name {name}"), || async {
+            app.runtime.log().iter().any(|l| l.contains(name) && l.contains("32")).then_some(())
+        })
+        .await;
+    }
+    // Every component that reads jwt_secret refuses it too.
+    let mut opts = AppOptions::product();
+    opts.env.push(("SPIN_VARIABLE_JWT_SECRET".into(), "short".into()));
+    let app = spawn_with(opts).await;
+    assert_eq!(app.client.get(app.url("/api/apps")).bearer_auth("any").send().await.unwrap().status(), 500);
+}

@@ -178,3 +178,72 @@ fn listeners(port: u16) -> Vec<std::net::IpAddr> {
     }
     found
 }
+
+/// The `job` fields of the dead-letter stream's entries.
+async fn dead_jobs(app: &TestApp) -> Vec<String> {
+    let redis::Value::Array(entries) = app.redis_cmd(&["XRANGE", "lvd:queue:email:dead", "-", "+"]).await else {
+        panic!("XRANGE gave no array");
+    };
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        other => format!("{other:?}"),
+    };
+    let mut jobs = Vec::new();
+    for entry in entries {
+        let redis::Value::Array(parts) = entry else { continue };
+        let Some(redis::Value::Array(fields)) = parts.get(1) else { continue };
+        for pair in fields.chunks(2) {
+            if text(&pair[0]) == "job" {
+                jobs.push(text(&pair[1]));
+            }
+        }
+    }
+    jobs
+}
+
+#[tokio::test]
+async fn a_dead_email_job_keeps_no_code() {
+    let app = spawn_with(AppOptions::product()).await;
+    let mut smtp = TestSmtp::start().await;
+    smtp.stop().await;
+    let to = format!("undeliverable-{}@example.com", uuid::Uuid::new_v4().simple());
+    let job = json!({ "kind": "password_reset", "to": to, "code": "424242" }).to_string();
+    app.redis_cmd(&["XADD", "lvd:queue:email", "*", "job", &job]).await;
+
+    let _worker = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[("LVD_WORKER_MAX_ATTEMPTS", "2")]).await;
+    eventually(Duration::from_secs(20), "the job to be parked", || async {
+        (stream_len(&app, "lvd:queue:email:dead").await == 1).then_some(())
+    })
+    .await;
+
+    let dead = dead_jobs(&app).await;
+    assert_eq!(dead.len(), 1);
+    assert!(!dead[0].contains("424242"), "the code stayed in the dead-letter queue: {}", dead[0]);
+    assert!(dead[0].contains(&to) && dead[0].contains("password_reset"), "what it was and for whom stay: {}", dead[0]);
+    assert_eq!(app.redis_cmd(&["ZCARD", "lvd:queue:email:delayed"]).await, redis::Value::Int(0), "no copy waits for a retry");
+}
+
+#[tokio::test]
+async fn a_code_that_expired_in_the_queue_is_neither_sent_nor_kept() {
+    let app = spawn_with(AppOptions::product()).await;
+    let smtp = TestSmtp::start().await;
+    let stale = format!("stale-{}@example.com", uuid::Uuid::new_v4().simple());
+    let expired = chrono_now() - 1;
+    let job = json!({ "kind": "verification_code", "to": stale, "code": "135790", "expires_at": expired }).to_string();
+    app.redis_cmd(&["XADD", "lvd:queue:email", "*", "job", &job]).await;
+    let fresh = queue_mails(&app, 1).await;
+
+    let _worker = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[]).await;
+    smtp.wait_for(&fresh[0], 1, Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(10), "the stale job to be parked", || async {
+        (stream_len(&app, "lvd:queue:email:dead").await == 1).then_some(())
+    })
+    .await;
+
+    assert!(smtp.to(&stale).await.is_empty(), "a dead code was mailed");
+    assert!(!dead_jobs(&app).await[0].contains("135790"));
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}

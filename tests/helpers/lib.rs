@@ -225,17 +225,28 @@ pub fn app_env(db: &TestDb, redis: &TestRedis) -> Vec<(String, String)> {
         ("SPIN_VARIABLE_DATABASE_HOST".into(), db.host()),
         ("SPIN_VARIABLE_REDIS_URL".into(), format!("redis://127.0.0.1:{}/1", redis.port)),
         ("SPIN_VARIABLE_REDIS_HOST".into(), format!("127.0.0.1:{}", redis.port)),
-        ("SPIN_VARIABLE_JWT_SECRET".into(), format!("test-jwt-{}", redis.port)),
-        ("SPIN_VARIABLE_OTP_KEY".into(), format!("test-otp-{}", redis.port)),
+        // 40 bytes each (the app refuses fewer than 32), the same for every
+        // runtime of one test, so tokens hold across its instances.
+        ("SPIN_VARIABLE_JWT_SECRET".into(), format!("test-jwt-secret-{:0>24}", redis.port)),
+        ("SPIN_VARIABLE_OTP_KEY".into(), format!("test-otp-key-ab-{:0>24}", redis.port)),
     ]
 }
 
 /// A running runtime: `lvd-runtime`, or `spin up` and the trigger process
 /// it starts, in a process group of their own. Dropping it kills the group.
 #[derive(Debug)]
-pub struct RuntimeProcess(Child);
+pub struct RuntimeProcess(Child, RuntimeLog);
+
+/// Every line the runtime wrote to stderr so far (its components' logs
+/// included). A std Mutex: held only to push or copy, never across an await.
+type RuntimeLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 impl RuntimeProcess {
+    /// The lines the runtime has written to stderr so far.
+    pub fn log(&self) -> Vec<String> {
+        self.1.lock().expect("never poisoned").clone()
+    }
+
     pub fn id(&self) -> Option<u32> {
         self.0.id()
     }
@@ -312,10 +323,13 @@ pub async fn start_runtime(
     let stderr = child.stderr.take().unwrap();
     // Forward stderr so a failing test shows the runtime's log, and keep a copy.
     let (err_tx, mut err_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let log = RuntimeLog::default();
+    let kept = log.clone();
     tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(l)) = lines.next_line().await {
             eprintln!("[runtime] {l}");
+            kept.lock().expect("never poisoned").push(l.clone());
             let _ = err_tx.send(l);
         }
     });
@@ -328,11 +342,11 @@ pub async fn start_runtime(
                 if let Some(addr) = l.trim().strip_prefix("Serving ") {
                     let addr = addr.trim().to_owned();
                     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                    return Ok((RuntimeProcess(child), addr));
+                    return Ok((RuntimeProcess(child, log), addr));
                 }
             }
             _ => {
-                let mut runtime = RuntimeProcess(child);
+                let mut runtime = RuntimeProcess(child, log);
                 runtime.kill().await;
                 let mut stderr = Vec::new();
                 while let Ok(l) = err_rx.try_recv() {

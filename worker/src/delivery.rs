@@ -47,12 +47,17 @@ pub enum Outcome {
 
 /// Sends one entry's email and settles the entry: acknowledged when sent,
 /// scheduled again on a transient failure, dead-lettered when it can never
-/// succeed or has failed `max_attempts` times.
+/// succeed, has failed `max_attempts` times, or its code died (or would die
+/// before the retry is due). A code is kept in the clear only while it can
+/// still be delivered: a dead-lettered job loses it.
 pub async fn execute(deps: &Deps, entry: &Entry) -> Result<Outcome> {
     let job: EmailJob = match serde_json::from_str(&entry.job) {
         Ok(j) => j,
         Err(e) => return park(deps, entry, &format!("unreadable job: {e}")).await,
     };
+    if job.expired(now_ms() / 1000) {
+        return park(deps, entry, "the code expired before it could be sent").await;
+    }
     let started = std::time::Instant::now();
     let result = deps.mailer.send(&job).await;
     deps.metrics.send_seconds.observe(started.elapsed().as_secs_f64());
@@ -66,6 +71,9 @@ pub async fn execute(deps: &Deps, entry: &Entry) -> Result<Outcome> {
         Err(SendError::Transient(reason)) if entry.attempts + 1 >= deps.policy.max_attempts => park(deps, entry, &reason).await,
         Err(SendError::Transient(reason)) => {
             let after = deps.policy.delay(entry.attempts + 1);
+            if job.expired((now_ms() + after.as_millis() as i64) / 1000) {
+                return park(deps, entry, &format!("the code expires before the next attempt: {reason}")).await;
+            }
             tracing::warn!(entry = %entry.id, attempt = entry.attempts + 1, ?after, "send failed, will retry: {reason}");
             deps.queue.retry_at(entry, now_ms() + after.as_millis() as i64).await?;
             deps.metrics.jobs.with_label_values(&["email", "retried"]).inc();
@@ -74,9 +82,13 @@ pub async fn execute(deps: &Deps, entry: &Entry) -> Result<Outcome> {
     }
 }
 
+/// Dead-letters the entry without its code: a job that will never be sent
+/// has no use for it, and the dead-letter stream keeps entries until they
+/// are read or trimmed away (`DEAD_LETTER_CAP`).
 async fn park(deps: &Deps, entry: &Entry, reason: &str) -> Result<Outcome> {
     tracing::error!(entry = %entry.id, "parking job in the dead-letter queue: {reason}");
-    deps.queue.dead_letter(entry, reason).await?;
+    let redacted = Entry { job: EmailJob::redact(&entry.job), ..entry.clone() };
+    deps.queue.dead_letter(&redacted, reason).await?;
     deps.metrics.jobs.with_label_values(&["email", "dead_lettered"]).inc();
     Ok(Outcome::DeadLettered)
 }

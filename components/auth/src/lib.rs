@@ -5,6 +5,7 @@
 //!
 //! Every reply carries the per-IP `RateLimit-*` headers.
 
+use lvd::auth::cookie;
 use lvd::auth::email::Email;
 use lvd::auth::otp::Code;
 use lvd::auth::password::Password;
@@ -18,8 +19,6 @@ use lvd_component::http::{self as h, Response};
 use lvd_component::redis::SpinRedis;
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::{http_service, variables};
-
-const REFRESH_COOKIE: &str = "lvd_refresh";
 
 struct Ctx {
     db: SpinDb,
@@ -35,7 +34,7 @@ impl Ctx {
         Ok(Self {
             db,
             redis,
-            keys: Keys { jwt_secret, otp_key: variables::get("otp_key").await?.into_bytes() },
+            keys: Keys { jwt_secret, otp_key: config::secret("otp_key").await? },
             per_ip: Limit { name: "auth_ip", max: config::number("rate_limit_auth_per_ip", 100).await?, window_secs: 60 },
             trusted_proxies,
         })
@@ -51,7 +50,7 @@ async fn handle(req: Request) -> impl IntoResponse {
     let ctx = match Ctx::load().await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("auth: missing configuration: {e:?}");
+            eprintln!("auth: missing or refused configuration: {e:?}");
             return h::problem(&Problem::internal());
         }
     };
@@ -116,12 +115,12 @@ async fn register(req: Request, ctx: &Ctx) -> Reply {
 }
 
 async fn verify(req: Request, ctx: &Ctx) -> Reply {
-    let https = h::is_https(&req);
+    let secure = secure_cookie(&req, ctx);
     let mut f = fields(req).await?;
     let (email, code) = (email(&mut f), code(&mut f));
     f.finish()?;
     let tokens = ctx.auth().verify(&email.unwrap(), &code.unwrap(), now()).await.map_err(|e| problem_for(&e))?;
-    Ok(token_reply(&tokens, https))
+    Ok(token_reply(&tokens, secure))
 }
 
 async fn resend(req: Request, ctx: &Ctx) -> Reply {
@@ -133,18 +132,18 @@ async fn resend(req: Request, ctx: &Ctx) -> Reply {
 }
 
 async fn login(req: Request, ctx: &Ctx) -> Reply {
-    let https = h::is_https(&req);
+    let secure = secure_cookie(&req, ctx);
     let mut f = fields(req).await?;
     let (email, password) = (email(&mut f), password(&mut f, "password"));
     f.finish()?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let tokens = ctx.auth().login(&email.unwrap(), &password.unwrap(), now_ms).await.map_err(|e| problem_for(&e))?;
-    Ok(token_reply(&tokens, https))
+    Ok(token_reply(&tokens, secure))
 }
 
 /// The refresh token from the body, or from the cookie when the body has none.
-async fn refresh_token(req: Request) -> Result<(Option<String>, bool), Problem> {
-    let (cookie, https) = (h::cookie(&req, REFRESH_COOKIE), h::is_https(&req));
+async fn refresh_token(req: Request, ctx: &Ctx) -> Result<(Option<String>, bool), Problem> {
+    let (cookie, secure) = (h::cookie(&req, cookie::NAME), secure_cookie(&req, ctx));
     let has_body = req.headers().contains_key(http::header::CONTENT_TYPE);
     let from_body = if has_body {
         let mut f = fields(req).await?;
@@ -154,26 +153,26 @@ async fn refresh_token(req: Request) -> Result<(Option<String>, bool), Problem> 
     } else {
         None
     };
-    Ok((from_body.or(cookie), https))
+    Ok((from_body.or(cookie), secure))
 }
 
 async fn refresh(req: Request, ctx: &Ctx) -> Reply {
-    let (token, https) = refresh_token(req).await?;
+    let (token, secure) = refresh_token(req, ctx).await?;
     let token = token.ok_or_else(|| problem_for(&AuthError::InvalidToken))?;
     let tokens = ctx.auth().refresh(&token, now()).await.map_err(|e| problem_for(&e))?;
-    Ok(token_reply(&tokens, https))
+    Ok(token_reply(&tokens, secure))
 }
 
 async fn logout(req: Request, ctx: &Ctx) -> Reply {
     let bearer = h::bearer(&req);
-    let (token, https) = refresh_token(req).await?;
+    let (token, secure) = refresh_token(req, ctx).await?;
     let claims = match bearer {
         Some(b) => ctx.auth().authenticate(&b).await.ok(),
         None => None,
     };
     ctx.auth().logout(token.as_deref(), claims.as_ref(), now()).await.map_err(|e| problem_for(&e))?;
     let mut resp = h::empty(204);
-    set_refresh_cookie(&mut resp, "", 0, https);
+    set_refresh_cookie(&mut resp, "", 0, secure);
     Ok(resp)
 }
 
@@ -208,16 +207,27 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn token_reply(tokens: &Tokens, https: bool) -> Response {
+fn token_reply(tokens: &Tokens, secure: bool) -> Response {
     let mut resp = h::json(200, tokens);
-    set_refresh_cookie(&mut resp, &tokens.refresh_token, lvd::auth::tokens::REFRESH_TTL_SECS, https);
+    set_refresh_cookie(&mut resp, &tokens.refresh_token, lvd::auth::tokens::REFRESH_TTL_SECS, secure);
     resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     resp
 }
 
-fn set_refresh_cookie(resp: &mut Response, value: &str, max_age: i64, https: bool) {
-    let secure = if https { "; Secure" } else { "" };
-    let cookie = format!("{REFRESH_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/auth; Max-Age={max_age}{secure}");
+/// Whether this request's refresh cookie is `Secure`: over https, directly
+/// or as a trusted proxy's `X-Forwarded-Proto` says, and by default
+/// everywhere but loopback (`lvd::auth::cookie`).
+fn secure_cookie(req: &Request, ctx: &Ctx) -> bool {
+    let origin = cookie::Origin {
+        full_url: h::spin_header(req, "spin-full-url"),
+        peer: h::spin_header(req, "spin-client-addr").and_then(|v| v.parse::<std::net::SocketAddr>().ok()).map(|a| a.ip()),
+        forwarded_proto: req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()),
+    };
+    cookie::secure(&origin, &ctx.trusted_proxies)
+}
+
+fn set_refresh_cookie(resp: &mut Response, value: &str, max_age: i64, secure: bool) {
+    let cookie = cookie::set_cookie(value, max_age, secure);
     resp.headers_mut().append(http::header::SET_COOKIE, cookie.parse().expect("a valid cookie"));
 }
 
@@ -233,7 +243,11 @@ fn problem_for(e: &AuthError) -> Problem {
         }
         AuthError::InvalidCode => Problem::new(400, "invalid_code", "The code is wrong or no longer valid."),
         AuthError::CodeExpired => Problem::new(400, "code_expired", "The code has expired; ask for a new one."),
-        AuthError::TooManyAttempts => Problem::new(429, "too_many_attempts", "Too many wrong codes; ask for a new one."),
+        AuthError::TooManyAttempts(None) => Problem::new(429, "too_many_attempts", "Too many wrong codes; ask for a new one."),
+        AuthError::TooManyAttempts(Some(secs)) => {
+            Problem::new(429, "too_many_attempts", format!("Too many wrong codes today; try again in {secs} seconds."))
+                .with_retry_after(*secs)
+        }
         AuthError::InvalidToken => Problem::new(401, "invalid_token", "The token is missing, expired, revoked or invalid."),
         AuthError::Db(lvd::db::DbError::Unavailable(cause)) | AuthError::Redis(lvd::kv::RedisError(cause)) => {
             eprintln!("auth: dependency unavailable: {cause}");

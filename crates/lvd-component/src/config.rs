@@ -18,10 +18,17 @@ impl Common {
         Ok(Self {
             db: SpinDb::new(variables::get("database_url").await?),
             redis: SpinRedis::new(variables::get("redis_url").await?),
-            jwt_secret: variables::get("jwt_secret").await?.into_bytes(),
+            jwt_secret: secret("jwt_secret").await?,
             trusted_proxies: crate::http::parse_proxies(&variables::get("trusted_proxies").await?),
         })
     }
+}
+
+/// A secret variable (`jwt_secret`, `otp_key`) as a key. One shorter than
+/// 32 bytes is an error naming the variable: a component cannot refuse to
+/// start, so every request it serves logs that error and answers 500.
+pub async fn secret(name: &str) -> Result<Vec<u8>, variables::Error> {
+    lvd::auth::service::secret(name, variables::get(name).await?).map_err(variables::Error::Other)
 }
 
 /// A numeric variable, or `default` when it does not parse.

@@ -146,11 +146,6 @@ pub fn parse_proxies(list: &str) -> Vec<IpAddr> {
     list.split(',').filter_map(|s| s.trim().parse().ok()).collect()
 }
 
-/// Whether the client reached us over https (for the cookie's `Secure`).
-pub fn is_https(req: &Request) -> bool {
-    spin_header(req, "spin-full-url").is_some_and(|u| u.starts_with("https://"))
-}
-
 /// A path segment, percent-decoded; `None` when it is not UTF-8.
 pub fn decode_segment(raw: &str) -> Option<String> {
     percent_encoding::percent_decode_str(raw).decode_utf8().ok().map(|s| s.into_owned())

@@ -1,6 +1,7 @@
 //! Accounts: registration with emailed one-time codes, sign-in, refresh-token
 //! rotation with reuse detection, logout, password reset.
 
+pub mod cookie;
 pub mod email;
 pub mod otp;
 pub mod password;

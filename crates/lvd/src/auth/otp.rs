@@ -8,8 +8,7 @@ use sha2::Sha256;
 
 /// How long a code lives.
 pub const TTL_SECS: i64 = 600;
-/// Wrong tries after which a code is dead.
-pub const MAX_ATTEMPTS: i64 = 5;
+/// (Tries at codes are counted in Redis: see `limits::CODE_TRIES`.)
 /// At most one code per email and purpose in this many seconds.
 pub const RESEND_INTERVAL_SECS: i64 = 60;
 

@@ -4,7 +4,10 @@
 //!
 //! Must never: tell a caller whether an email has an account (register,
 //! resend and forgot always succeed alike; login fails alike and in similar
-//! time for an unknown email and a wrong password), or keep a code or token
+//! time for an unknown email and a wrong password; a wrong code fails alike
+//! for an account, a pending sign-up and an unknown email, because tries are
+//! counted per email in Redis whatever the database holds), let a code open
+//! any password but the one registered with it, or keep a code or token
 //! anywhere but as a hash.
 
 use serde::Serialize;
@@ -23,6 +26,25 @@ use crate::queues::{self, EmailJob};
 pub struct Keys {
     pub jwt_secret: Vec<u8>,
     pub otp_key: Vec<u8>,
+}
+
+/// The fewest bytes `jwt_secret` and `otp_key` may have: an HS256 key must
+/// be at least as long as its hash (RFC 7518, section 3.2), and a shorter
+/// HMAC key makes a stolen table of code hashes easier to attack offline.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The secret variable `name` as a key, refused when it is shorter than
+/// [`MIN_SECRET_BYTES`]. The error names the variable, never its value.
+pub fn secret(name: &str, value: String) -> Result<Vec<u8>, String> {
+    if value.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "the variable {name} (SPIN_VARIABLE_{}) has {} bytes; it needs at least {MIN_SECRET_BYTES}: \
+             every request fails until it is set to a longer random value",
+            name.to_ascii_uppercase(),
+            value.len()
+        ));
+    }
+    Ok(value.into_bytes())
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -45,8 +67,10 @@ pub enum AuthError {
     InvalidCode,
     #[error("code expired")]
     CodeExpired,
+    /// The code's tries, or the account's tries of the day, are spent; with
+    /// the seconds until the latter frees one.
     #[error("too many attempts")]
-    TooManyAttempts,
+    TooManyAttempts(Option<u64>),
     #[error("invalid token")]
     InvalidToken,
     #[error(transparent)]
@@ -68,74 +92,102 @@ pub struct Me {
 }
 
 impl<D: Db, R: Redis> Auth<'_, D, R> {
-    /// Creates or refreshes an unverified account and mails a code. An active
-    /// account is left alone; the reply is the same either way.
+    /// Starts a pending sign-up and mails its code, which will activate this
+    /// password and no other. An active account is left alone, and a sign-up
+    /// within a minute of the last code is dropped (the code already mailed
+    /// opens the password registered with it); the reply is the same either way.
     pub async fn register(&self, email: &Email, password: &Password) -> Result<(), AuthError> {
         // Hash whatever happens, so that a taken email costs the same time.
         let hash = password::hash(password);
-        if store::upsert_unverified(self.db, email, &hash).await? {
-            self.send_code(email, Purpose::Verify).await?;
+        let pending = store::insert_unverified(self.db, email, &hash).await?;
+        if self.new_code(email, Purpose::Verify).await? && pending {
+            let code = Code::generate();
+            store::insert_signup_code(self.db, email, self.code_hash(&code, Purpose::Verify, email), &hash).await?;
+            self.mail(email, &code, Purpose::Verify).await?;
         }
         Ok(())
     }
 
+    /// Mails a new code for the newest pending sign-up of this email.
     pub async fn resend(&self, email: &Email) -> Result<(), AuthError> {
-        if let Some(user) = store::user_by_email(self.db, email).await?
-            && !user.is_active
+        if self.new_code(email, Purpose::Verify).await?
+            && let Some(hash) = store::latest_signup_password(self.db, email).await?
         {
-            self.send_code(email, Purpose::Verify).await?;
+            let code = Code::generate();
+            store::insert_signup_code(self.db, email, self.code_hash(&code, Purpose::Verify, email), &hash).await?;
+            self.mail(email, &code, Purpose::Verify).await?;
         }
         Ok(())
     }
 
     pub async fn forgot(&self, email: &Email) -> Result<(), AuthError> {
-        if store::user_by_email(self.db, email).await?.is_some() {
-            self.send_code(email, Purpose::Reset).await?;
+        if self.new_code(email, Purpose::Reset).await? && store::user_by_email(self.db, email).await?.is_some() {
+            let code = Code::generate();
+            store::insert_reset_code(self.db, email, self.code_hash(&code, Purpose::Reset, email)).await?;
+            self.mail(email, &code, Purpose::Reset).await?;
         }
         Ok(())
     }
 
-    async fn send_code(&self, email: &Email, purpose: Purpose) -> Result<(), AuthError> {
-        if !limits::claim_code_send(self.redis, purpose.as_str(), email.as_str(), otp::RESEND_INTERVAL_SECS).await? {
-            return Ok(());
-        }
-        let code = Code::generate();
-        store::insert_code(self.db, email, purpose, code.keyed_hash(&self.keys.otp_key, purpose, email.as_str())).await?;
+    /// Whether a new code may go out now (one per email and purpose a
+    /// minute); when it may, the email's tries at codes start afresh. Runs
+    /// for every email, account or not, so tries behave alike for both.
+    async fn new_code(&self, email: &Email, purpose: Purpose) -> Result<bool, AuthError> {
+        Ok(limits::claim_code_send(self.redis, purpose.as_str(), email.as_str(), otp::RESEND_INTERVAL_SECS).await?)
+    }
+
+    fn code_hash(&self, code: &Code, purpose: Purpose, email: &Email) -> Vec<u8> {
+        code.keyed_hash(&self.keys.otp_key, purpose, email.as_str())
+    }
+
+    async fn mail(&self, email: &Email, code: &Code, purpose: Purpose) -> Result<(), AuthError> {
         let (to, code) = (email.as_str().to_owned(), code.as_str().to_owned());
+        let expires_at = Some(chrono::Utc::now().timestamp() + otp::TTL_SECS);
         let job = match purpose {
-            Purpose::Verify => EmailJob::VerificationCode { to, code },
-            Purpose::Reset => EmailJob::PasswordReset { to, code },
+            Purpose::Verify => EmailJob::VerificationCode { to, code, expires_at },
+            Purpose::Reset => EmailJob::PasswordReset { to, code, expires_at },
         };
         queues::enqueue_email(self.redis, &job).await?;
         Ok(())
     }
 
-    /// Checks a code and uses it up. Wrong tries count; the sixth try fails
-    /// even with the right code.
-    async fn redeem(&self, email: &Email, code: &Code, purpose: Purpose) -> Result<(), AuthError> {
-        let stored = store::live_code(self.db, email, purpose).await?.ok_or(AuthError::InvalidCode)?;
-        if stored.attempts >= otp::MAX_ATTEMPTS {
-            return Err(AuthError::TooManyAttempts);
-        }
+    /// Checks a code and uses it up. Every try is counted before it is
+    /// checked, per email and purpose, in Redis: the sixth try at a code fails
+    /// even with the right code, and so does any try past the day's cap.
+    /// Only a right code is told apart (expired or not): a wrong one answers
+    /// `invalid_code` whatever the email, so no reply says an account exists.
+    async fn redeem(&self, email: &Email, code: &Code, purpose: Purpose) -> Result<store::StoredCode, AuthError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let member = match limits::begin_code_try(self.redis, purpose.as_str(), email.as_str(), now_ms, otp::TTL_SECS).await? {
+            limits::CodeTry::Allowed { member } => member,
+            limits::CodeTry::CodeSpent => return Err(AuthError::TooManyAttempts(None)),
+            limits::CodeTry::WindowSpent { retry_after_secs } => return Err(AuthError::TooManyAttempts(Some(retry_after_secs))),
+        };
+        let codes = store::unconsumed_codes(self.db, email, purpose).await?;
+        // Check every one (no early exit), in constant time each.
+        let hit = codes.into_iter().fold(None, |hit, c| {
+            let matches = code.matches(&self.keys.otp_key, purpose, email.as_str(), &c.code_hash);
+            if matches && hit.is_none() { Some(c) } else { hit }
+        });
+        let Some(stored) = hit else {
+            return Err(AuthError::InvalidCode);
+        };
+        limits::code_try_succeeded(self.redis, purpose.as_str(), email.as_str(), &member).await?;
         if stored.expired {
             return Err(AuthError::CodeExpired);
-        }
-        if !code.matches(&self.keys.otp_key, purpose, email.as_str(), &stored.code_hash) {
-            return Err(if store::count_failed_attempt(self.db, stored.id).await? {
-                AuthError::InvalidCode
-            } else {
-                AuthError::TooManyAttempts
-            });
         }
         if !store::consume_code(self.db, stored.id).await? {
             return Err(AuthError::InvalidCode);
         }
-        Ok(())
+        Ok(stored)
     }
 
+    /// Activates the account with the password registered with this code.
     pub async fn verify(&self, email: &Email, code: &Code, now: i64) -> Result<Tokens, AuthError> {
-        self.redeem(email, code, Purpose::Verify).await?;
-        let user = store::activate(self.db, email).await?.ok_or(AuthError::InvalidCode)?;
+        let stored = self.redeem(email, code, Purpose::Verify).await?;
+        let hash = stored.password_hash.ok_or(AuthError::InvalidCode)?;
+        let user = store::activate(self.db, email, &hash).await?.ok_or(AuthError::InvalidCode)?;
+        store::retire_codes(self.db, email, Purpose::Verify).await?;
         self.issue(user.id, Uuid::new_v4(), now).await
     }
 
@@ -228,4 +280,18 @@ pub async fn authenticate(redis: &impl Redis, jwt_secret: &[u8], bearer: &str) -
         return Err(AuthError::InvalidToken);
     }
     Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_shorter_than_32_bytes_is_refused_naming_its_variable() {
+        let err = secret("otp_key", "x".repeat(31)).unwrap_err();
+        assert!(err.contains("otp_key") && err.contains("SPIN_VARIABLE_OTP_KEY") && err.contains("31"), "{err}");
+        assert!(!err.contains("xxxx"), "the value never shows: {err}");
+        assert!(secret("jwt_secret", String::new()).is_err());
+        assert_eq!(secret("jwt_secret", "k".repeat(32)).unwrap().len(), 32);
+    }
 }

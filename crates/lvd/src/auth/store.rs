@@ -39,14 +39,16 @@ pub async fn user_by_id(db: &impl Db, id: Uuid) -> Result<Option<User>, DbError>
     rows.first().map(user).transpose()
 }
 
-/// Creates an inactive account, or — when an unverified one exists — gives it
-/// the new password (whoever can read the mail will verify it). An active
-/// account is left untouched. Returns whether a verification code should go out.
-pub async fn upsert_unverified(db: &impl Db, email: &Email, password_hash: &str) -> Result<bool, DbError> {
+/// Creates an inactive account with this password, unless the email has one.
+/// Leaves an existing account's password alone: a pending sign-up's password
+/// travels with its own code ([`insert_signup_code`]), and only that code
+/// puts it on the account ([`activate`]). Returns whether the account is
+/// still unverified (a verification code should go out).
+pub async fn insert_unverified(db: &impl Db, email: &Email, password_hash: &str) -> Result<bool, DbError> {
     let rows = db
         .query(
             "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)
-             ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash
+             ON CONFLICT (email) DO UPDATE SET email = users.email
                WHERE users.is_active = false
              RETURNING id",
             &[Uuid::new_v4().into(), email.as_str().into(), password_hash.into()],
@@ -55,11 +57,17 @@ pub async fn upsert_unverified(db: &impl Db, email: &Email, password_hash: &str)
     Ok(!rows.is_empty())
 }
 
-pub async fn activate(db: &impl Db, email: &Email) -> Result<Option<User>, DbError> {
+/// Activates a pending account with the password its code carried. `None`
+/// when the account is already active: a second pending code can never
+/// replace the password of an account that one code already opened.
+pub async fn activate(db: &impl Db, email: &Email, password_hash: &str) -> Result<Option<User>, DbError> {
     let rows = db
         .query(
-            &format!("UPDATE users SET is_active = true WHERE email = $1 RETURNING {USER_COLUMNS}"),
-            &[email.as_str().into()],
+            &format!(
+                "UPDATE users SET is_active = true, password_hash = $2
+                 WHERE email = $1 AND is_active = false RETURNING {USER_COLUMNS}"
+            ),
+            &[email.as_str().into(), password_hash.into()],
         )
         .await?;
     rows.first().map(user).transpose()
@@ -71,15 +79,42 @@ pub async fn set_password(db: &impl Db, id: Uuid, password_hash: &str) -> Result
         .map(drop)
 }
 
-/// Stores a new code; earlier unconsumed codes of the same purpose die with it.
-pub async fn insert_code(db: &impl Db, email: &Email, purpose: Purpose, code_hash: Vec<u8>) -> Result<(), DbError> {
+/// Stores a pending sign-up: its code and the password registered with it.
+/// Earlier sign-ups' codes stay live, each opening its own password.
+pub async fn insert_signup_code(db: &impl Db, email: &Email, code_hash: Vec<u8>, password_hash: &str) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO one_time_codes (id, email, purpose, code_hash, password_hash, expires_at)
+         VALUES ($1, $2, 'verify', $3, $4, now() + make_interval(secs => $5))",
+        &[Uuid::new_v4().into(), email.as_str().into(), code_hash.into(), password_hash.into(), Param::F64(otp::TTL_SECS as f64)],
+    )
+    .await
+    .map(drop)
+}
+
+/// The password of the newest sign-up of this email (what a resend's code
+/// opens), or the account's own when no sign-up left a code.
+pub async fn latest_signup_password(db: &impl Db, email: &Email) -> Result<Option<String>, DbError> {
+    let rows = db
+        .query(
+            "SELECT coalesce(
+                 (SELECT password_hash FROM one_time_codes WHERE email = $1 AND purpose = 'verify'
+                  ORDER BY created_at DESC LIMIT 1),
+                 (SELECT password_hash FROM users WHERE email = $1 AND is_active = false))",
+            &[email.as_str().into()],
+        )
+        .await?;
+    rows.first().map(|r| r.opt_text(0)).transpose().map(Option::flatten)
+}
+
+/// Stores a new reset code; earlier unconsumed reset codes die with it.
+pub async fn insert_reset_code(db: &impl Db, email: &Email, code_hash: Vec<u8>) -> Result<(), DbError> {
     db.execute(
         "WITH retired AS (
              UPDATE one_time_codes SET consumed_at = now()
-             WHERE email = $2 AND purpose = $3 AND consumed_at IS NULL)
+             WHERE email = $2 AND purpose = 'reset' AND consumed_at IS NULL)
          INSERT INTO one_time_codes (id, email, purpose, code_hash, expires_at)
-         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
-        &[Uuid::new_v4().into(), email.as_str().into(), purpose.as_str().into(), code_hash.into(), Param::F64(otp::TTL_SECS as f64)],
+         VALUES ($1, $2, 'reset', $3, now() + make_interval(secs => $4))",
+        &[Uuid::new_v4().into(), email.as_str().into(), code_hash.into(), Param::F64(otp::TTL_SECS as f64)],
     )
     .await
     .map(drop)
@@ -88,46 +123,54 @@ pub async fn insert_code(db: &impl Db, email: &Email, purpose: Purpose, code_has
 pub struct StoredCode {
     pub id: Uuid,
     pub code_hash: Vec<u8>,
-    pub attempts: i64,
     pub expired: bool,
+    /// The password a sign-up code activates; `None` for reset codes.
+    pub password_hash: Option<String>,
 }
 
-/// The live (unconsumed) code of this email and purpose, if any.
-pub async fn live_code(db: &impl Db, email: &Email, purpose: Purpose) -> Result<Option<StoredCode>, DbError> {
+/// How many unconsumed codes of one email and purpose a try is checked
+/// against, newest first. The resend interval allows one new code a minute,
+/// so this covers every unexpired one and the recently expired.
+pub const CODES_CHECKED: i64 = 20;
+
+/// The unconsumed codes of this email and purpose, expired ones included
+/// (a right but expired code answers `code_expired`), newest first.
+pub async fn unconsumed_codes(db: &impl Db, email: &Email, purpose: Purpose) -> Result<Vec<StoredCode>, DbError> {
     let rows = db
         .query(
-            "SELECT id, code_hash, attempts, expires_at <= now() FROM one_time_codes
+            "SELECT id, code_hash, expires_at <= now(), password_hash FROM one_time_codes
              WHERE email = $1 AND purpose = $2 AND consumed_at IS NULL
-             ORDER BY created_at DESC LIMIT 1",
-            &[email.as_str().into(), purpose.as_str().into()],
+             ORDER BY created_at DESC LIMIT $3",
+            &[email.as_str().into(), purpose.as_str().into(), Param::I64(CODES_CHECKED)],
         )
         .await?;
-    rows.first()
-        .map(|r| Ok(StoredCode { id: r.uuid(0)?, code_hash: r.bytes(1)?, attempts: r.i64(2)?, expired: r.bool(3)? }))
-        .transpose()
+    rows.iter()
+        .map(|r| Ok(StoredCode { id: r.uuid(0)?, code_hash: r.bytes(1)?, expired: r.bool(2)?, password_hash: r.opt_text(3)? }))
+        .collect()
 }
 
-/// Counts a wrong try; `false` when the code had no tries left (races included).
-pub async fn count_failed_attempt(db: &impl Db, id: Uuid) -> Result<bool, DbError> {
-    let n = db
-        .execute(
-            "UPDATE one_time_codes SET attempts = attempts + 1 WHERE id = $1 AND attempts < $2",
-            &[id.into(), Param::I32(otp::MAX_ATTEMPTS as i32)],
-        )
-        .await?;
-    Ok(n == 1)
-}
-
-/// Marks a code used; `false` if another request used it first.
+/// Marks a live code used; `false` if another request used it first or it
+/// has just expired.
 pub async fn consume_code(db: &impl Db, id: Uuid) -> Result<bool, DbError> {
     let n = db
         .execute(
             "UPDATE one_time_codes SET consumed_at = now()
-             WHERE id = $1 AND consumed_at IS NULL AND expires_at > now() AND attempts < $2",
-            &[id.into(), Param::I32(otp::MAX_ATTEMPTS as i32)],
+             WHERE id = $1 AND consumed_at IS NULL AND expires_at > now()",
+            &[id.into()],
         )
         .await?;
     Ok(n == 1)
+}
+
+/// Retires every unconsumed code of this email and purpose (once an
+/// account is verified, the other pending sign-ups are void).
+pub async fn retire_codes(db: &impl Db, email: &Email, purpose: Purpose) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE one_time_codes SET consumed_at = now() WHERE email = $1 AND purpose = $2 AND consumed_at IS NULL",
+        &[email.as_str().into(), purpose.as_str().into()],
+    )
+    .await
+    .map(drop)
 }
 
 pub async fn insert_refresh(db: &impl Db, user: Uuid, family: Uuid, token_hash: Vec<u8>) -> Result<(), DbError> {
