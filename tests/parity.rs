@@ -154,6 +154,7 @@ async fn the_host_sets_no_body_limit_of_its_own() {
     let resp = app.client.post(app.url("/allowed/echo")).body(vec![b'x'; 4 << 20]).send().await.unwrap();
 
     assert_eq!(resp.status(), 200, "the component decides what is too large");
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({ "ok": 4 << 20 }), "every byte reached the component");
 }
 
 #[tokio::test]
