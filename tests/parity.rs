@@ -151,7 +151,7 @@ async fn an_unrouted_path_is_an_empty_404_and_the_well_known_paths_are_answered_
 async fn the_host_sets_no_body_limit_of_its_own() {
     let app = spawn_fixtures().await;
 
-    let resp = app.client.post(app.url("/allowed/echo")).body(vec![b'x'; 4 << 20]).send().await.unwrap();
+    let resp = app.client.post(app.url("/allowed/upload")).body(vec![b'x'; 4 << 20]).send().await.unwrap();
 
     assert_eq!(resp.status(), 200, "the component decides what is too large");
     assert_eq!(resp.json::<Value>().await.unwrap(), json!({ "ok": 4 << 20 }), "every byte reached the component");
