@@ -348,10 +348,15 @@ pub async fn start_runtime(
             _ => {
                 let mut runtime = RuntimeProcess(child, log);
                 runtime.kill().await;
+                // Its stdout can close before its last stderr lines are read:
+                // read them to the end (the group is dead, so the end comes).
                 let mut stderr = Vec::new();
-                while let Ok(l) = err_rx.try_recv() {
-                    stderr.push(l);
-                }
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    while let Some(l) = err_rx.recv().await {
+                        stderr.push(l);
+                    }
+                })
+                .await;
                 return Err(format!("the runtime did not start; it said:\n{}", stderr.join("\n")));
             }
         }
