@@ -235,12 +235,12 @@ async fn live_counters_count_each_status_and_error_at_ingest() {
     app.ingest_ok(&key, &batch).await;
 
     let minute = chrono_minute();
-    let counters = hgetall(&app, &format!("lvd:stats:{id}:m:{minute}")).await;
+    let counters = hgetall(&app, &lvd::keys::stats_bucket(id.parse().unwrap(), 'm', minute)).await;
     assert_eq!(counters.get(r#"["c","valid","pay"]"#), Some(&1));
     assert_eq!(counters.get(r#"["c","invalid","pay"]"#), Some(&2));
     assert_eq!(counters.get(r#"["c","unplanned","open"]"#), Some(&1));
     assert_eq!(counters.get(r#"["e","pay","/amount","required"]"#), Some(&2));
-    let hours = hgetall(&app, &format!("lvd:stats:{id}:h:{}", minute / 60)).await;
+    let hours = hgetall(&app, &lvd::keys::stats_bucket(id.parse().unwrap(), 'h', minute / 60)).await;
     assert_eq!(hours, counters, "the hour bucket adds the same");
 }
 
@@ -292,7 +292,7 @@ async fn a_year_postgresql_cannot_hold_in_since_until_or_cursor_is_422_not_500()
     let app = spawn_app().await;
     let (token, id, _) = owner(&app).await;
     let year_0 = chrono::Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap();
-    let cursor = lvd::events::query::encode_cursor(year_0, uuid::Uuid::nil());
+    let cursor = lvd::logs::query::encode_cursor(year_0, uuid::Uuid::nil());
     for (param, value) in [("since", "0000-01-01T00:00:00Z"), ("until", "0000-06-01T00:00:00Z"), ("cursor", cursor.as_str())] {
         let (status, p) = logs(&app, &token, &format!("app={id}&{param}={value}")).await;
         assert_eq!((status, p["errors"][0]["pointer"].as_str()), (422, Some(format!("/{param}").as_str())), "{p}");
@@ -481,19 +481,19 @@ async fn a_row_postgresql_refuses_is_quarantined_with_its_reason_and_its_neighbo
     // one with a time PostgreSQL refuses (the edge never lets one through:
     // this stands for whatever it may yet miss).
     let row = |message_id: &str| {
-        let event = lvd::events::Incoming {
-            event: lvd::events::EventName::parse("a".into()).unwrap(),
+        let event = lvd::logs::Incoming {
+            event: lvd::logs::EventName::parse("a".into()).unwrap(),
             properties: json!({"k": message_id}),
             timestamp: None,
             message_id: Some(message_id.into()),
             context: None,
         };
-        lvd::events::ingest::judge(event, None, chrono::Utc::now()).copy_line(app_id)
+        lvd::logs::rows::line(&lvd::logs::ingest::judge(event, None, chrono::Utc::now()), app_id)
     };
     let mut bad: Vec<String> = row("q-2").split('\t').map(str::to_owned).collect();
     bad[7] = "0000-01-01T00:00:00Z".into();
     let entry = format!("{}{}{}", row("q-1"), bad.join("\t"), row("q-3"));
-    app.redis_cmd(&["XADD", lvd::events::ingest::STREAM, "*", lvd::queues::FIELD, &entry]).await;
+    app.redis_cmd(&["XADD", lvd::keys::INGEST_STREAM, "*", lvd::keys::FIELD, &entry]).await;
 
     app.wait_stored(2).await;
     let quarantined = eventually(Duration::from_secs(10), "the refused row quarantined", || async {
@@ -578,7 +578,7 @@ async fn postgresql_locked_for_10_s_leaves_ingest_fast_then_the_backlog_drains_a
     assert!(slowest < Duration::from_secs(2), "an ingest waited on PostgreSQL: {slowest:?}");
     assert!(accepted.len() > 200 && refused > 0, "the backlog reached its cap: {} accepted, {refused} refused", accepted.len());
     eventually(Duration::from_secs(30), "the backlog drained", || async {
-        matches!(app.redis_cmd(&["XLEN", lvd::events::ingest::STREAM]).await, redis::Value::Int(0)).then_some(())
+        matches!(app.redis_cmd(&["XLEN", lvd::keys::INGEST_STREAM]).await, redis::Value::Int(0)).then_some(())
     })
     .await;
     eprintln!(

@@ -177,7 +177,7 @@ async fn the_dry_run_judges_like_ingest_and_stores_nothing() {
     assert_eq!(test("other", json!({})).await["status"], "unplanned");
     let stored: i64 = app.db.client().await.query_one("SELECT count(*) FROM log_entries", &[]).await.unwrap().get(0);
     assert_eq!(stored, 0);
-    let xlen = app.redis_cmd(&["XLEN", "lvd:ingest"]).await;
+    let xlen = app.redis_cmd(&["XLEN", lvd::keys::INGEST_STREAM]).await;
     assert_eq!(xlen, redis::Value::Int(0));
 }
 

@@ -97,7 +97,7 @@ async fn an_event_shows_within_2_seconds_and_the_cache_counts_hits_and_misses() 
     let count = |outcome: &'static str| {
         let app = &app;
         async move {
-            match app.redis_cmd(&["GET", &format!("lvd:metrics:cache:stats:{outcome}")]).await {
+            match app.redis_cmd(&["GET", &lvd::keys::cache_outcome("stats", outcome)]).await {
                 redis::Value::BulkString(b) => String::from_utf8(b).unwrap().parse::<u64>().unwrap(),
                 other => panic!("no {outcome} counter: {other:?}"),
             }
@@ -236,11 +236,12 @@ async fn event_names_past_a_buckets_cap_fold_into_an_other_row_and_redis_stays_b
     assert_eq!(other["unplanned"].as_u64().unwrap() + rows.len() as u64 - 1, 1000);
     assert!(rows.len() <= 401, "{} rows", rows.len());
     let minute = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 60) as i64;
-    for key in [format!("lvd:stats:{id}:m:{minute}"), format!("lvd:stats:{id}:seen")] {
+    let app_id = id.parse().unwrap();
+    for key in [lvd::keys::stats_bucket(app_id, 'm', minute), lvd::keys::stats_seen(app_id)] {
         let len = app.redis_cmd(&["HLEN", &key]).await;
         assert!(matches!(len, redis::Value::Int(n) if n <= 404), "{key}: {len:?}");
     }
     // A message id is remembered 7 days, not the app's 30 of retention.
-    let ttl = app.redis_cmd(&["TTL", &format!("lvd:dedup:{id}:m1")]).await;
+    let ttl = app.redis_cmd(&["TTL", &format!("{}m1", lvd::keys::dedup_prefix(app_id))]).await;
     assert!(matches!(ttl, redis::Value::Int(t) if t > 0 && t <= 7 * 86_400), "{ttl:?}");
 }

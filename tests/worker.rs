@@ -1,5 +1,6 @@
 //! The email worker under faults: killed mid-send, SMTP down, poison jobs.
 
+use lvd::keys::{EMAIL_QUEUE, dead_letter, delayed};
 use lvd_tests::*;
 use serde_json::json;
 use std::time::Duration;
@@ -11,7 +12,7 @@ async fn queue_mails(app: &TestApp, n: usize) -> Vec<String> {
     for i in 0..n {
         let address = format!("queued-{i}-{}@example.com", uuid::Uuid::new_v4().simple());
         let job = json!({ "kind": "verification_code", "to": address, "code": format!("{:06}", i) }).to_string();
-        app.redis_cmd(&["XADD", "lvd:queue:email", "*", "job", &job]).await;
+        app.redis_cmd(&["XADD", EMAIL_QUEUE, "*", "job", &job]).await;
         to.push(address);
     }
     to
@@ -41,7 +42,7 @@ async fn jobs_taken_by_a_worker_killed_mid_send_are_delivered_by_another() {
     let to = queue_mails(&app, 12).await;
     let mut first = TestWorker::start(&app.db, &app.redis, hole_port, &[("LVD_WORKER_CONCURRENCY", "4")]).await;
     eventually(Duration::from_secs(10), "the first worker to take jobs", || async {
-        match app.redis_cmd(&["XPENDING", "lvd:queue:email", "workers"]).await {
+        match app.redis_cmd(&["XPENDING", EMAIL_QUEUE, "workers"]).await {
             redis::Value::Array(v) if matches!(v.first(), Some(redis::Value::Int(n)) if *n > 0) => Some(()),
             _ => None,
         }
@@ -54,7 +55,7 @@ async fn jobs_taken_by_a_worker_killed_mid_send_are_delivered_by_another() {
     for address in &to {
         smtp.wait_for(address, 1, Duration::from_secs(30)).await;
     }
-    eventually(Duration::from_secs(10), "the queue to drain", || async { (stream_len(&app, "lvd:queue:email").await == 0).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "the queue to drain", || async { (stream_len(&app, EMAIL_QUEUE).await == 0).then_some(()) }).await;
     let all = smtp.all().await;
     assert_eq!(all.len(), to.len(), "every job delivered exactly once");
 }
@@ -77,24 +78,24 @@ async fn mail_is_retried_while_smtp_is_down_and_delivered_when_it_returns() {
     for address in &to {
         smtp.wait_for(address, 1, Duration::from_secs(30)).await;
     }
-    assert_eq!(stream_len(&app, "lvd:queue:email:dead").await, 0);
+    assert_eq!(stream_len(&app, &dead_letter(EMAIL_QUEUE)).await, 0);
 }
 
 #[tokio::test]
 async fn a_job_that_can_never_succeed_is_parked_in_the_dead_letter_queue() {
     let app = spawn_with(AppOptions::product()).await;
     let smtp = TestSmtp::start().await;
-    app.redis_cmd(&["XADD", "lvd:queue:email", "*", "job", "{not json"]).await;
+    app.redis_cmd(&["XADD", EMAIL_QUEUE, "*", "job", "{not json"]).await;
     let good = queue_mails(&app, 1).await;
 
     let _worker = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[]).await;
 
     smtp.wait_for(&good[0], 1, Duration::from_secs(20)).await;
     eventually(Duration::from_secs(10), "the poison job to be parked", || async {
-        (stream_len(&app, "lvd:queue:email:dead").await == 1).then_some(())
+        (stream_len(&app, &dead_letter(EMAIL_QUEUE)).await == 1).then_some(())
     })
     .await;
-    assert_eq!(stream_len(&app, "lvd:queue:email").await, 0);
+    assert_eq!(stream_len(&app, EMAIL_QUEUE).await, 0);
 }
 
 #[tokio::test]
@@ -107,7 +108,7 @@ async fn a_job_failing_max_attempts_times_is_dead_lettered() {
     let _worker = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[("LVD_WORKER_MAX_ATTEMPTS", "3")]).await;
 
     eventually(Duration::from_secs(20), "the job to be parked after 3 attempts", || async {
-        (stream_len(&app, "lvd:queue:email:dead").await == 1).then_some(())
+        (stream_len(&app, &dead_letter(EMAIL_QUEUE)).await == 1).then_some(())
     })
     .await;
 }
@@ -141,7 +142,7 @@ async fn sigterm_stops_the_worker_cleanly_and_loses_nothing() {
     for address in &to {
         smtp.wait_for(address, 1, Duration::from_secs(30)).await;
     }
-    eventually(Duration::from_secs(10), "the queue to drain", || async { (stream_len(&app, "lvd:queue:email").await == 0).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "the queue to drain", || async { (stream_len(&app, EMAIL_QUEUE).await == 0).then_some(()) }).await;
     assert_eq!(smtp.all().await.len(), to.len(), "every job delivered exactly once");
 }
 
@@ -181,7 +182,7 @@ fn listeners(port: u16) -> Vec<std::net::IpAddr> {
 
 /// The `job` fields of the dead-letter stream's entries.
 async fn dead_jobs(app: &TestApp) -> Vec<String> {
-    let redis::Value::Array(entries) = app.redis_cmd(&["XRANGE", "lvd:queue:email:dead", "-", "+"]).await else {
+    let redis::Value::Array(entries) = app.redis_cmd(&["XRANGE", &dead_letter(EMAIL_QUEUE), "-", "+"]).await else {
         panic!("XRANGE gave no array");
     };
     let text = |v: &redis::Value| match v {
@@ -208,11 +209,11 @@ async fn a_dead_email_job_keeps_no_code() {
     smtp.stop().await;
     let to = format!("undeliverable-{}@example.com", uuid::Uuid::new_v4().simple());
     let job = json!({ "kind": "password_reset", "to": to, "code": "424242" }).to_string();
-    app.redis_cmd(&["XADD", "lvd:queue:email", "*", "job", &job]).await;
+    app.redis_cmd(&["XADD", EMAIL_QUEUE, "*", "job", &job]).await;
 
     let _worker = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[("LVD_WORKER_MAX_ATTEMPTS", "2")]).await;
     eventually(Duration::from_secs(20), "the job to be parked", || async {
-        (stream_len(&app, "lvd:queue:email:dead").await == 1).then_some(())
+        (stream_len(&app, &dead_letter(EMAIL_QUEUE)).await == 1).then_some(())
     })
     .await;
 
@@ -220,7 +221,7 @@ async fn a_dead_email_job_keeps_no_code() {
     assert_eq!(dead.len(), 1);
     assert!(!dead[0].contains("424242"), "the code stayed in the dead-letter queue: {}", dead[0]);
     assert!(dead[0].contains(&to) && dead[0].contains("password_reset"), "what it was and for whom stay: {}", dead[0]);
-    assert_eq!(app.redis_cmd(&["ZCARD", "lvd:queue:email:delayed"]).await, redis::Value::Int(0), "no copy waits for a retry");
+    assert_eq!(app.redis_cmd(&["ZCARD", &delayed(EMAIL_QUEUE)]).await, redis::Value::Int(0), "no copy waits for a retry");
 }
 
 #[tokio::test]
@@ -230,13 +231,13 @@ async fn a_code_that_expired_in_the_queue_is_neither_sent_nor_kept() {
     let stale = format!("stale-{}@example.com", uuid::Uuid::new_v4().simple());
     let expired = chrono_now() - 1;
     let job = json!({ "kind": "verification_code", "to": stale, "code": "135790", "expires_at": expired }).to_string();
-    app.redis_cmd(&["XADD", "lvd:queue:email", "*", "job", &job]).await;
+    app.redis_cmd(&["XADD", EMAIL_QUEUE, "*", "job", &job]).await;
     let fresh = queue_mails(&app, 1).await;
 
     let _worker = TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[]).await;
     smtp.wait_for(&fresh[0], 1, Duration::from_secs(20)).await;
     eventually(Duration::from_secs(10), "the stale job to be parked", || async {
-        (stream_len(&app, "lvd:queue:email:dead").await == 1).then_some(())
+        (stream_len(&app, &dead_letter(EMAIL_QUEUE)).await == 1).then_some(())
     })
     .await;
 

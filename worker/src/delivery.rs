@@ -1,6 +1,6 @@
-//! Draining the email queue. [`execute`] handles one entry and is what tests
-//! drive; [`try_execute_task`] fetches a batch; [`run`] adds only waiting,
-//! bounded concurrency and graceful shutdown.
+//! Sending the email queue's mail. [`execute`] handles one entry;
+//! [`try_execute_task`] fetches a batch; [`run`] adds only waiting, bounded
+//! concurrency and graceful shutdown.
 
 use anyhow::Result;
 use lvd::queues::EmailJob;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lvd_worker::delivery::{self, Deps, RetryPolicy};
-use lvd_worker::drain::{self, Drainer};
+use lvd_worker::ingest::{self, Writer};
 use lvd_worker::mail::Mailer;
 use lvd_worker::metrics::Metrics;
 use lvd_worker::queue::Queue;
@@ -23,7 +23,7 @@ enum Command {
         #[arg(long, env = "LVD_DATABASE_URL")]
         database_url: String,
     },
-    /// Drain the queues until SIGTERM.
+    /// Work the queues until SIGTERM.
     Run(RunArgs),
 }
 
@@ -32,12 +32,12 @@ struct RunArgs {
     /// Where events are stored.
     #[arg(long, env = "LVD_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/lvd?sslmode=disable")]
     database_url: String,
-    /// Tasks draining the ingest stream, each with its own connection.
-    #[arg(long, env = "LVD_WORKER_DRAINERS", default_value_t = 2)]
-    drainers: usize,
+    /// Tasks writing the ingest stream into log_entries, each with its own connection.
+    #[arg(long, env = "LVD_WORKER_INGEST_WRITERS", default_value_t = 2)]
+    ingest_writers: usize,
     /// Stream entries (requests) per COPY.
-    #[arg(long, env = "LVD_WORKER_DRAIN_BATCH", default_value_t = 200)]
-    drain_batch: usize,
+    #[arg(long, env = "LVD_WORKER_INGEST_BATCH", default_value_t = 200)]
+    ingest_batch: usize,
     #[arg(long, env = "LVD_REDIS_URL", default_value = "redis://127.0.0.1:6379/1")]
     redis_url: String,
     #[arg(long, env = "LVD_SMTP_URL", default_value = "smtp://127.0.0.1:1025")]
@@ -85,7 +85,7 @@ async fn main() -> Result<()> {
 async fn run(args: RunArgs) -> Result<()> {
     let client = redis::Client::open(args.redis_url.as_str()).context("invalid LVD_REDIS_URL")?;
     let consumer = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-    let queue = Queue::open(&client, lvd::queues::EMAIL, &consumer).await?;
+    let queue = Queue::open(&client, lvd::keys::EMAIL_QUEUE, &consumer).await?;
     let metrics = Metrics::new();
     let deps = Arc::new(Deps {
         queue,
@@ -102,16 +102,16 @@ async fn run(args: RunArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
     println!("Worker serving http://{}", listener.local_addr()?);
     tokio::spawn(lvd_worker::server::serve(listener, Arc::new(metrics.clone())));
-    let ingest = Queue::open(&client, lvd::events::ingest::STREAM, &format!("{consumer}-depth")).await?;
+    let ingest = Queue::open(&client, lvd::keys::INGEST_STREAM, &format!("{consumer}-depth")).await?;
     tokio::spawn(sample_depth(deps.clone(), ingest));
     tokio::spawn(lvd_worker::partitions::run(args.database_url.clone()));
 
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut drainers = Vec::new();
-    for i in 0..args.drainers {
-        let queue = Queue::open(&client, lvd::events::ingest::STREAM, &format!("{consumer}-ingest-{i}")).await?;
-        let drainer = Drainer::new(&args.database_url, queue, metrics.clone(), args.drain_batch, Duration::from_millis(args.reclaim_idle_ms));
-        drainers.push(tokio::spawn(drain::run(drainer, rx.clone())));
+    let mut writers = Vec::new();
+    for i in 0..args.ingest_writers {
+        let queue = Queue::open(&client, lvd::keys::INGEST_STREAM, &format!("{consumer}-ingest-{i}")).await?;
+        let writer = Writer::new(&args.database_url, queue, metrics.clone(), args.ingest_batch, Duration::from_millis(args.reclaim_idle_ms));
+        writers.push(tokio::spawn(ingest::run(writer, rx.clone())));
     }
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -120,11 +120,11 @@ async fn run(args: RunArgs) -> Result<()> {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         let _ = tx.send(true);
     });
-    tracing::info!(consumer, "draining {}", lvd::queues::EMAIL);
+    tracing::info!(consumer, "working {} and {}", lvd::keys::EMAIL_QUEUE, lvd::keys::INGEST_STREAM);
     delivery::run(deps, args.concurrency, rx, Duration::from_secs(30)).await;
-    // Each drainer finishes the step in flight (its COPY and ack) first.
-    for d in drainers {
-        let _ = d.await;
+    // Each writer finishes the step in flight (its COPY and ack) first.
+    for w in writers {
+        let _ = w.await;
     }
     Ok(())
 }

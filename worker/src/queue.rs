@@ -14,7 +14,7 @@ use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, Str
 use redis::{AsyncCommands, Script};
 use std::time::Duration;
 
-use lvd::queues::{FIELD, GROUP, dead_letter, delayed};
+use lvd::keys::{FIELD, GROUP, dead_letter, delayed};
 
 /// Entries a dead-letter stream keeps, about (trimmed as it grows).
 pub const DEAD_LETTER_CAP: u64 = 10_000;

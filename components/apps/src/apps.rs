@@ -1,15 +1,17 @@
 //! Apps and their ingest keys.
 
 use lvd::apps::{self, AppName, RetentionDays, store};
-use lvd::cache::{self, KeyValue};
+use lvd::cache::KeyValue;
+use lvd::keys;
 use lvd::input::Fields;
-use lvd::problem::Problem;
 use lvd_component::http::{self as h, Response};
 use serde_json::{Value, json};
 use spin_sdk::http::Request;
 use uuid::Uuid;
 
-use crate::{Ctx, db_problem, kv_problem, owned_app};
+use crate::{Ctx, Error, owned_app};
+
+type Reply = Result<Response, Error>;
 
 fn view(app: &store::App) -> Value {
     json!({
@@ -26,7 +28,7 @@ fn no_store(mut resp: Response) -> Response {
     resp
 }
 
-pub async fn create(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Problem> {
+pub async fn create(req: Request, ctx: &Ctx, owner: Uuid) -> Reply {
     let mut f = Fields::parse(&h::json_body(req).await?)?;
     let raw_name = f.required_str("name");
     let name = f.parsed("name", raw_name, AppName::parse);
@@ -37,7 +39,7 @@ pub async fn create(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Pr
     };
     f.finish()?;
     let (key, hash) = apps::new_ingest_key();
-    let app = store::create(&ctx.common.db, owner, &name.unwrap(), retention.unwrap(), hash).await.map_err(db_problem)?;
+    let app = store::create(&ctx.common.db, owner, &name.unwrap(), retention.unwrap(), hash).await?;
     let mut body = view(&app);
     body["ingest_key"] = json!(key);
     let mut resp = h::json(201, &body);
@@ -45,37 +47,37 @@ pub async fn create(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Pr
     Ok(no_store(resp))
 }
 
-pub async fn list(ctx: &Ctx, owner: Uuid) -> Result<Response, Problem> {
-    let apps = store::list(&ctx.common.db, owner).await.map_err(db_problem)?;
+pub async fn list(ctx: &Ctx, owner: Uuid) -> Reply {
+    let apps = store::list(&ctx.common.db, owner).await?;
     Ok(h::json(200, &json!({ "items": apps.iter().map(view).collect::<Vec<_>>(), "next_cursor": null })))
 }
 
-pub async fn get(ctx: &Ctx, owner: Uuid, id: &str) -> Result<Response, Problem> {
+pub async fn get(ctx: &Ctx, owner: Uuid, id: &str) -> Reply {
     Ok(h::json(200, &view(&owned_app(ctx, owner, id).await?)))
 }
 
-pub async fn delete(ctx: &Ctx, owner: Uuid, id: &str) -> Result<Response, Problem> {
-    let id: Uuid = id.parse().map_err(|_| Problem::not_found())?;
-    let hash = store::delete(&ctx.common.db, owner, id).await.map_err(db_problem)?.ok_or_else(Problem::not_found)?;
-    ctx.kv.delete(&cache::app_key(&hash)).await.map_err(kv_problem)?;
-    ctx.kv.delete(&cache::rules_key(id)).await.map_err(kv_problem)?;
+pub async fn delete(ctx: &Ctx, owner: Uuid, id: &str) -> Reply {
+    let id: Uuid = id.parse().map_err(|_| Error::NotFound)?;
+    let hash = store::delete(&ctx.common.db, owner, id).await?.ok_or(Error::NotFound)?;
+    ctx.kv.delete(&keys::cache::app(&hash)).await.map_err(Error::Stale)?;
+    ctx.kv.delete(&keys::cache::rules(id)).await.map_err(Error::Stale)?;
     Ok(h::empty(204))
 }
 
 /// The old key stops working at once: the database no longer matches it and
 /// its cache entry, shared by every instance, is gone before the reply.
-pub async fn rotate(ctx: &Ctx, owner: Uuid, id: &str) -> Result<Response, Problem> {
-    let id: Uuid = id.parse().map_err(|_| Problem::not_found())?;
+pub async fn rotate(ctx: &Ctx, owner: Uuid, id: &str) -> Reply {
+    let id: Uuid = id.parse().map_err(|_| Error::NotFound)?;
     let (key, hash) = apps::new_ingest_key();
-    let old = store::rotate_key(&ctx.common.db, owner, id, hash).await.map_err(db_problem)?.ok_or_else(Problem::not_found)?;
-    ctx.kv.delete(&cache::app_key(&old)).await.map_err(kv_problem)?;
+    let old = store::rotate_key(&ctx.common.db, owner, id, hash).await?.ok_or(Error::NotFound)?;
+    ctx.kv.delete(&keys::cache::app(&old)).await.map_err(Error::Stale)?;
     Ok(no_store(h::json(200, &json!({ "ingest_key": key }))))
 }
 
 /// Rows of the app's accepted events that PostgreSQL refused, with why.
-pub async fn quarantine(req: &Request, ctx: &Ctx, owner: Uuid, id: &str) -> Result<Response, Problem> {
-    let page = lvd::events::quarantine::Page::parse(req.uri().query().unwrap_or(""))?;
+pub async fn quarantine(req: &Request, ctx: &Ctx, owner: Uuid, id: &str) -> Reply {
+    let page = lvd::logs::quarantine::Page::parse(req.uri().query().unwrap_or(""))?;
     let app = owned_app(ctx, owner, id).await?;
-    let (items, next) = lvd::events::quarantine::page(&ctx.common.db, app.id, &page).await.map_err(db_problem)?;
+    let (items, next) = lvd::logs::quarantine::page(&ctx.common.db, app.id, &page).await?;
     Ok(h::json(200, &json!({ "items": items, "next_cursor": next })))
 }

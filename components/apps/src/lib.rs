@@ -6,21 +6,56 @@ mod apps;
 mod rules;
 
 use lvd::cache::KvError;
-use lvd::problem::Problem;
+use lvd::db::DbError;
+use lvd::problem::{FieldError, Problem};
 use lvd_component::api::{self, Gate};
 use lvd_component::config::Common;
 use lvd_component::http::{self as h, Response};
 use lvd_component::kv::SpinKv;
+use lvd_component::routes::{Matched, Route, Routes};
+use lvd_component::serve::{self, Config, answer, serve};
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::{http_service, variables};
 use uuid::Uuid;
+
+const NAME: &str = "apps";
+
+#[derive(Clone, Copy)]
+enum Op {
+    CreateApp,
+    ListApps,
+    GetApp,
+    DeleteApp,
+    RotateKey,
+    Quarantine,
+    ListRules,
+    PutRule,
+    GetRule,
+    DeleteRule,
+    RuleHistory,
+    TestRule,
+}
+
+const ROUTES: Routes<Op> = Routes(&[
+    Route { path: "/api/apps", methods: &[(Method::GET, Op::ListApps), (Method::POST, Op::CreateApp)] },
+    Route { path: "/api/apps/{app}", methods: &[(Method::GET, Op::GetApp), (Method::DELETE, Op::DeleteApp)] },
+    Route { path: "/api/apps/{app}/keys/rotate", methods: &[(Method::POST, Op::RotateKey)] },
+    Route { path: "/api/apps/{app}/quarantine", methods: &[(Method::GET, Op::Quarantine)] },
+    Route { path: "/api/apps/{app}/rules", methods: &[(Method::GET, Op::ListRules)] },
+    Route {
+        path: "/api/apps/{app}/rules/{event}",
+        methods: &[(Method::GET, Op::GetRule), (Method::PUT, Op::PutRule), (Method::DELETE, Op::DeleteRule)],
+    },
+    Route { path: "/api/apps/{app}/rules/{event}/versions", methods: &[(Method::GET, Op::RuleHistory)] },
+    Route { path: "/api/apps/{app}/rules/{event}/test", methods: &[(Method::POST, Op::TestRule)] },
+]);
 
 pub(crate) struct Ctx {
     common: Common,
     kv: SpinKv,
 }
 
-impl Ctx {
+impl Config for Ctx {
     async fn load() -> Result<Self, variables::Error> {
         Ok(Self { common: Common::load().await?, kv: SpinKv::default() })
     }
@@ -28,63 +63,77 @@ impl Ctx {
 
 #[http_service]
 async fn handle(req: Request) -> impl IntoResponse {
-    let ctx = match Ctx::load().await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("apps: missing configuration: {e:?}");
-            return h::problem(&Problem::internal());
-        }
-    };
-    let gate = Gate::for_api(&ctx.common).await;
-    let (claims, decision) = match api::admit(&gate, &req).await {
-        Ok(admitted) => admitted,
-        Err(resp) => return resp,
-    };
-    let resp = route(req, &ctx, claims.sub).await.unwrap_or_else(|p| h::problem(&p));
-    h::with_rate_limit(resp, &decision)
+    serve::<Ctx, _>(NAME, req, async |req, ctx| {
+        let (claims, decision) = match api::admit(&Gate::for_api(&ctx.common).await, &req).await {
+            Ok(admitted) => admitted,
+            Err(resp) => return resp,
+        };
+        h::with_rate_limit(answer(NAME, route(req, ctx, claims.sub).await, problem), &decision)
+    })
+    .await
 }
 
-async fn route(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Problem> {
-    let path = req.uri().path().trim_end_matches('/').to_owned();
-    // Segments after "/api/apps", percent-decoded one by one (an event name
-    // may hold an encoded '/').
-    let segments: Vec<String> = path.split('/').skip(3).map(h::decode_segment).collect::<Option<_>>().ok_or_else(Problem::not_found)?;
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let method = req.method().clone();
-    match (method, segments.as_slice()) {
-        (Method::POST, []) => apps::create(req, ctx, owner).await,
-        (Method::GET, []) => apps::list(ctx, owner).await,
-        (Method::GET, [id]) => apps::get(ctx, owner, id).await,
-        (Method::DELETE, [id]) => apps::delete(ctx, owner, id).await,
-        (Method::POST, [id, "keys", "rotate"]) => apps::rotate(ctx, owner, id).await,
-        (Method::GET, [id, "rules"]) => rules::list(ctx, owner, id).await,
-        (Method::PUT, [id, "rules", event]) => rules::put(req, ctx, owner, id, event).await,
-        (Method::GET, [id, "rules", event]) => rules::get(&req, ctx, owner, id, event).await,
-        (Method::DELETE, [id, "rules", event]) => rules::delete(ctx, owner, id, event).await,
-        (Method::GET, [id, "rules", event, "versions"]) => rules::history(ctx, owner, id, event).await,
-        (Method::POST, [id, "rules", event, "test"]) => rules::test(req, ctx, owner, id, event).await,
-        (Method::GET, [id, "quarantine"]) => apps::quarantine(&req, ctx, owner, id).await,
-        (_, []) => Err(Problem::method_not_allowed("GET, POST")),
-        (_, [_]) => Err(Problem::method_not_allowed("GET, DELETE")),
-        (_, [_, "rules", _]) => Err(Problem::method_not_allowed("GET, PUT, DELETE")),
-        (_, [_, "keys", "rotate"] | [_, "rules", _, "test"]) => Err(Problem::method_not_allowed("POST")),
-        (_, [_, "rules"] | [_, "rules", _, "versions"] | [_, "quarantine"]) => Err(Problem::method_not_allowed("GET")),
-        _ => Err(Problem::not_found()),
+async fn route(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Error> {
+    let at = ROUTES.find(req.method(), req.uri().path())?;
+    let app = || at.param("app");
+    let on = |m: &Matched<Op>| rules::On { owner, app: m.param("app").to_owned(), event: m.param("event").to_owned() };
+    match at.op {
+        Op::CreateApp => apps::create(req, ctx, owner).await,
+        Op::ListApps => apps::list(ctx, owner).await,
+        Op::GetApp => apps::get(ctx, owner, app()).await,
+        Op::DeleteApp => apps::delete(ctx, owner, app()).await,
+        Op::RotateKey => apps::rotate(ctx, owner, app()).await,
+        Op::Quarantine => apps::quarantine(&req, ctx, owner, app()).await,
+        Op::ListRules => rules::list(ctx, owner, app()).await,
+        Op::PutRule => rules::put(req, ctx, &on(&at)).await,
+        Op::GetRule => rules::get(&req, ctx, &on(&at)).await,
+        Op::DeleteRule => rules::delete(ctx, &on(&at)).await,
+        Op::RuleHistory => rules::history(ctx, &on(&at)).await,
+        Op::TestRule => rules::test(req, ctx, &on(&at)).await,
     }
 }
 
 /// The user's app named by a path segment; anything else (another user's
 /// app, a missing one, a malformed id) is 404.
-pub(crate) async fn owned_app(ctx: &Ctx, owner: Uuid, raw: &str) -> Result<lvd::apps::store::App, Problem> {
-    let id: Uuid = raw.parse().map_err(|_| Problem::not_found())?;
-    lvd::apps::store::get(&ctx.common.db, owner, id).await.map_err(db_problem)?.ok_or_else(Problem::not_found)
+pub(crate) async fn owned_app(ctx: &Ctx, owner: Uuid, raw: &str) -> Result<lvd::apps::store::App, Error> {
+    let id: Uuid = raw.parse().map_err(|_| Error::NotFound)?;
+    lvd::apps::store::get(&ctx.common.db, owner, id).await?.ok_or(Error::NotFound)
 }
 
-pub(crate) use h::db_problem;
+/// Everything an `/api/apps` request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// No such app or rule of this user.
+    #[error("not found")]
+    NotFound,
+    /// Input the contract refuses (404/405 of the route table, 413, 415, 422).
+    #[error(transparent)]
+    Rejected(#[from] Problem),
+    /// A rule's schema that does not compile, with where and why.
+    #[error("schema does not compile")]
+    InvalidSchema(Vec<FieldError>),
+    /// A stored rule that no longer compiles (say, after a library upgrade).
+    #[error("stored rule {0} does not compile")]
+    StoredRule(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A change committed, but its cache entry could not be dropped.
+    #[error("the change committed but its cache entry could not be dropped")]
+    Stale(#[source] KvError),
+}
 
-/// A change committed but its cache entry could not be dropped: 503, so the
-/// client retries and the change is not assumed to be live everywhere.
-pub(crate) fn kv_problem(e: KvError) -> Problem {
-    eprintln!("apps: key-value store error: {e}");
-    Problem::unavailable("The change was saved but could not be made live everywhere; retry the request.")
+/// The one mapping from this component's errors to replies.
+fn problem(e: &Error) -> Problem {
+    match e {
+        Error::NotFound => Problem::not_found(),
+        Error::Rejected(p) => p.clone(),
+        Error::InvalidSchema(errors) => {
+            Problem::new(422, "invalid_schema", "The schema does not compile as JSON Schema draft 2020-12.").with_errors(errors.clone())
+        }
+        Error::StoredRule(_) => Problem::internal(),
+        Error::Db(e) => serve::db_fault(e),
+        // 503, so the client retries and the change is not assumed to be
+        // live everywhere.
+        Error::Stale(_) => Problem::unavailable("The change was saved but could not be made live everywhere; retry the request."),
+    }
 }

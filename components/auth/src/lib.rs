@@ -1,7 +1,7 @@
 //! `/auth/*`: registration with emailed codes, sign-in, token refresh and
 //! logout, password reset, and `/auth/me`. Handlers parse the request into
 //! domain types, call `lvd::auth::service`, and map the outcome to a reply;
-//! [`problem_for`] is the one place an error becomes a status and a code.
+//! [`problem`] is the one place an error becomes a status and a code.
 //!
 //! Every reply carries the per-IP `RateLimit-*` headers.
 
@@ -17,8 +17,37 @@ use lvd_component::config::{self, Common};
 use lvd_component::db::SpinDb;
 use lvd_component::http::{self as h, Response};
 use lvd_component::redis::SpinRedis;
+use lvd_component::routes::{Route, Routes};
+use lvd_component::serve::{Config, answer, serve};
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::{http_service, variables};
+
+const NAME: &str = "auth";
+
+#[derive(Clone, Copy)]
+enum Op {
+    Register,
+    Verify,
+    Resend,
+    Login,
+    Refresh,
+    Logout,
+    Forgot,
+    Reset,
+    Me,
+}
+
+const ROUTES: Routes<Op> = Routes(&[
+    Route { path: "/auth/register", methods: &[(Method::POST, Op::Register)] },
+    Route { path: "/auth/verify", methods: &[(Method::POST, Op::Verify)] },
+    Route { path: "/auth/otp/resend", methods: &[(Method::POST, Op::Resend)] },
+    Route { path: "/auth/login", methods: &[(Method::POST, Op::Login)] },
+    Route { path: "/auth/refresh", methods: &[(Method::POST, Op::Refresh)] },
+    Route { path: "/auth/logout", methods: &[(Method::POST, Op::Logout)] },
+    Route { path: "/auth/password/forgot", methods: &[(Method::POST, Op::Forgot)] },
+    Route { path: "/auth/password/reset", methods: &[(Method::POST, Op::Reset)] },
+    Route { path: "/auth/me", methods: &[(Method::GET, Op::Me)] },
+]);
 
 struct Ctx {
     db: SpinDb,
@@ -28,7 +57,7 @@ struct Ctx {
     trusted_proxies: Vec<std::net::IpAddr>,
 }
 
-impl Ctx {
+impl Config for Ctx {
     async fn load() -> Result<Self, variables::Error> {
         let Common { db, redis, jwt_secret, trusted_proxies } = Common::load().await?;
         Ok(Self {
@@ -39,7 +68,9 @@ impl Ctx {
             trusted_proxies,
         })
     }
+}
 
+impl Ctx {
     fn auth(&self) -> Auth<'_, SpinDb, SpinRedis> {
         Auth { db: &self.db, redis: &self.redis, keys: &self.keys }
     }
@@ -47,44 +78,35 @@ impl Ctx {
 
 #[http_service]
 async fn handle(req: Request) -> impl IntoResponse {
-    let ctx = match Ctx::load().await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("auth: missing or refused configuration: {e:?}");
-            return h::problem(&Problem::internal());
+    serve::<Ctx, _>(NAME, req, async |req, ctx| {
+        let ip = h::client_ip(&req, &ctx.trusted_proxies).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let decision = match limits::hit(&ctx.redis, ctx.per_ip, &ip).await {
+            Ok(d) => d,
+            Err(e) => return answer(NAME, Err(Error::Auth(AuthError::Redis(e))), problem),
+        };
+        if !decision.allowed {
+            return h::problem(&Problem::rate_limited(decision));
         }
-    };
-    let ip = h::client_ip(&req, &ctx.trusted_proxies).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let decision = match limits::hit(&ctx.redis, ctx.per_ip, &ip).await {
-        Ok(d) => d,
-        Err(e) => return h::problem(&problem_for(&AuthError::Redis(e))),
-    };
-    let resp = if decision.allowed { route(req, &ctx).await } else { h::problem(&h::rate_limited()) };
-    h::with_rate_limit(resp, &decision)
+        h::with_rate_limit(answer(NAME, route(req, ctx).await, problem), &decision)
+    })
+    .await
 }
 
-async fn route(req: Request, ctx: &Ctx) -> Response {
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    let result = match (method, path.as_str()) {
-        (Method::POST, "/auth/register") => register(req, ctx).await,
-        (Method::POST, "/auth/verify") => verify(req, ctx).await,
-        (Method::POST, "/auth/otp/resend") => resend(req, ctx).await,
-        (Method::POST, "/auth/login") => login(req, ctx).await,
-        (Method::POST, "/auth/refresh") => refresh(req, ctx).await,
-        (Method::POST, "/auth/logout") => logout(req, ctx).await,
-        (Method::POST, "/auth/password/forgot") => forgot(req, ctx).await,
-        (Method::POST, "/auth/password/reset") => reset(req, ctx).await,
-        (Method::GET, "/auth/me") => me(req, ctx).await,
-        (_, "/auth/me") => Err(Problem::method_not_allowed("GET")),
-        (_, "/auth/register" | "/auth/verify" | "/auth/otp/resend" | "/auth/login" | "/auth/refresh" | "/auth/logout"
-            | "/auth/password/forgot" | "/auth/password/reset") => Err(Problem::method_not_allowed("POST")),
-        _ => Err(Problem::not_found()),
-    };
-    result.unwrap_or_else(|p| h::problem(&p))
+async fn route(req: Request, ctx: &Ctx) -> Reply {
+    match ROUTES.find(req.method(), req.uri().path())?.op {
+        Op::Register => register(req, ctx).await,
+        Op::Verify => verify(req, ctx).await,
+        Op::Resend => resend(req, ctx).await,
+        Op::Login => login(req, ctx).await,
+        Op::Refresh => refresh(req, ctx).await,
+        Op::Logout => logout(req, ctx).await,
+        Op::Forgot => forgot(req, ctx).await,
+        Op::Reset => reset(req, ctx).await,
+        Op::Me => me(req, ctx).await,
+    }
 }
 
-type Reply = Result<Response, Problem>;
+type Reply = Result<Response, Error>;
 
 async fn fields(req: Request) -> Result<Fields, Problem> {
     Fields::parse(&h::json_body(req).await?)
@@ -110,7 +132,7 @@ async fn register(req: Request, ctx: &Ctx) -> Reply {
     let (email, password) = (email(&mut f), password(&mut f, "password"));
     f.finish()?;
     let (email, password) = (email.unwrap(), password.unwrap());
-    ctx.auth().register(&email, &password).await.map_err(|e| problem_for(&e))?;
+    ctx.auth().register(&email, &password).await?;
     Ok(h::json(202, &serde_json::json!({ "status": "verification_sent" })))
 }
 
@@ -119,7 +141,7 @@ async fn verify(req: Request, ctx: &Ctx) -> Reply {
     let mut f = fields(req).await?;
     let (email, code) = (email(&mut f), code(&mut f));
     f.finish()?;
-    let tokens = ctx.auth().verify(&email.unwrap(), &code.unwrap(), now()).await.map_err(|e| problem_for(&e))?;
+    let tokens = ctx.auth().verify(&email.unwrap(), &code.unwrap(), now()).await?;
     Ok(token_reply(&tokens, secure))
 }
 
@@ -127,7 +149,7 @@ async fn resend(req: Request, ctx: &Ctx) -> Reply {
     let mut f = fields(req).await?;
     let email = email(&mut f);
     f.finish()?;
-    ctx.auth().resend(&email.unwrap()).await.map_err(|e| problem_for(&e))?;
+    ctx.auth().resend(&email.unwrap()).await?;
     Ok(h::json(202, &serde_json::json!({ "status": "verification_sent" })))
 }
 
@@ -137,7 +159,7 @@ async fn login(req: Request, ctx: &Ctx) -> Reply {
     let (email, password) = (email(&mut f), password(&mut f, "password"));
     f.finish()?;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let tokens = ctx.auth().login(&email.unwrap(), &password.unwrap(), now_ms).await.map_err(|e| problem_for(&e))?;
+    let tokens = ctx.auth().login(&email.unwrap(), &password.unwrap(), now_ms).await?;
     Ok(token_reply(&tokens, secure))
 }
 
@@ -158,8 +180,8 @@ async fn refresh_token(req: Request, ctx: &Ctx) -> Result<(Option<String>, bool)
 
 async fn refresh(req: Request, ctx: &Ctx) -> Reply {
     let (token, secure) = refresh_token(req, ctx).await?;
-    let token = token.ok_or_else(|| problem_for(&AuthError::InvalidToken))?;
-    let tokens = ctx.auth().refresh(&token, now()).await.map_err(|e| problem_for(&e))?;
+    let token = token.ok_or(AuthError::InvalidToken)?;
+    let tokens = ctx.auth().refresh(&token, now()).await?;
     Ok(token_reply(&tokens, secure))
 }
 
@@ -170,7 +192,7 @@ async fn logout(req: Request, ctx: &Ctx) -> Reply {
         Some(b) => ctx.auth().authenticate(&b).await.ok(),
         None => None,
     };
-    ctx.auth().logout(token.as_deref(), claims.as_ref(), now()).await.map_err(|e| problem_for(&e))?;
+    ctx.auth().logout(token.as_deref(), claims.as_ref(), now()).await?;
     let mut resp = h::empty(204);
     set_refresh_cookie(&mut resp, "", 0, secure);
     Ok(resp)
@@ -180,7 +202,7 @@ async fn forgot(req: Request, ctx: &Ctx) -> Reply {
     let mut f = fields(req).await?;
     let email = email(&mut f);
     f.finish()?;
-    ctx.auth().forgot(&email.unwrap()).await.map_err(|e| problem_for(&e))?;
+    ctx.auth().forgot(&email.unwrap()).await?;
     Ok(h::json(202, &serde_json::json!({ "status": "reset_sent" })))
 }
 
@@ -188,15 +210,15 @@ async fn reset(req: Request, ctx: &Ctx) -> Reply {
     let mut f = fields(req).await?;
     let (email, code, password) = (email(&mut f), code(&mut f), password(&mut f, "new_password"));
     f.finish()?;
-    ctx.auth().reset(&email.unwrap(), &code.unwrap(), &password.unwrap()).await.map_err(|e| problem_for(&e))?;
+    ctx.auth().reset(&email.unwrap(), &code.unwrap(), &password.unwrap()).await?;
     Ok(h::empty(204))
 }
 
 async fn me(req: Request, ctx: &Ctx) -> Reply {
-    let token = h::bearer(&req).ok_or_else(|| problem_for(&AuthError::InvalidToken))?;
+    let token = h::bearer(&req).ok_or(AuthError::InvalidToken)?;
     let auth = ctx.auth();
-    let claims = auth.authenticate(&token).await.map_err(|e| problem_for(&e))?;
-    let me = auth.me(&claims).await.map_err(|e| problem_for(&e))?;
+    let claims = auth.authenticate(&token).await?;
+    let me = auth.me(&claims).await?;
     Ok(h::json(
         200,
         &serde_json::json!({ "id": me.id, "email": me.email, "created_at": me.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }),
@@ -231,9 +253,23 @@ fn set_refresh_cookie(resp: &mut Response, value: &str, max_age: i64, secure: bo
     resp.headers_mut().append(http::header::SET_COOKIE, cookie.parse().expect("a valid cookie"));
 }
 
+/// Everything an `/auth` request can fail with.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Input the contract refuses (404/405 of the route table, 413, 415, 422).
+    #[error(transparent)]
+    Rejected(#[from] Problem),
+}
+
 /// The one mapping from account errors to replies. Faults of PostgreSQL or
-/// Redis are logged with their cause and answered without it.
-fn problem_for(e: &AuthError) -> Problem {
+/// Redis are answered without their cause (`serve::answer` logs it).
+fn problem(e: &Error) -> Problem {
+    let e = match e {
+        Error::Rejected(p) => return p.clone(),
+        Error::Auth(e) => e,
+    };
     match e {
         AuthError::InvalidCredentials => Problem::new(401, "invalid_credentials", "Email or password is wrong."),
         AuthError::EmailNotVerified => Problem::new(403, "email_not_verified", "Verify your email before signing in."),
@@ -249,13 +285,9 @@ fn problem_for(e: &AuthError) -> Problem {
                 .with_retry_after(*secs)
         }
         AuthError::InvalidToken => Problem::new(401, "invalid_token", "The token is missing, expired, revoked or invalid."),
-        AuthError::Db(lvd::db::DbError::Unavailable(cause)) | AuthError::Redis(lvd::kv::RedisError(cause)) => {
-            eprintln!("auth: dependency unavailable: {cause}");
+        AuthError::Db(lvd::db::DbError::Unavailable(_)) | AuthError::Redis(_) => {
             Problem::unavailable("A service the app depends on is unavailable; try again shortly.")
         }
-        AuthError::Db(cause) => {
-            eprintln!("auth: database error: {cause}");
-            Problem::internal()
-        }
+        AuthError::Db(_) => Problem::internal(),
     }
 }

@@ -1,5 +1,5 @@
 //! Live figures of an app: `GET /api/apps/{app}/stats?window=15m|1h|24h|7d`,
-//! read from the counters ingest keeps in Redis (`lvd::events::stats`),
+//! read from the counters ingest keeps in Redis (`lvd::logs::stats`),
 //! never from PostgreSQL; and `GET /api/apps/{app}/live`, the same figures
 //! as Server-Sent Events every second (`event: stats`) with each new invalid
 //! event as it arrives (`event: invalid`).
@@ -21,25 +21,32 @@
 //! the caller without a database query. Hits and misses are counted in
 //! Redis (`lvd:metrics:cache:stats:{hit,miss}`) for `/metrics`.
 
+use futures::SinkExt;
 use lvd::auth::tokens::Claims;
+use lvd::cause::chain;
 use lvd::cache;
-use lvd::events::live;
-use lvd::events::stats::{self, Window};
+use lvd::db::DbError;
+use lvd::keys;
 use lvd::kv::{Redis, RedisError};
 use lvd::limits::Decision;
+use lvd::logs::live;
+use lvd::logs::stats::{self, Window};
 use lvd::problem::{FieldError, Problem};
 use lvd_component::api::{self, Gate};
-use lvd_component::config::Common;
-use lvd_component::http::{self as h, Response, db_problem};
+use lvd_component::config::{self, Common};
+use lvd_component::db::SpinDb;
+use lvd_component::http::{self as h, Response};
 use lvd_component::kv::SpinKv;
 use lvd_component::redis::SpinRedis;
-use futures::SinkExt;
-use spin_sdk::http::body::stream;
+use lvd_component::routes::{Route, Routes};
+use lvd_component::serve::{self, Config, Reply, answer, serve};
 use serde::{Deserialize, Serialize};
+use spin_sdk::http::body::stream;
 use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::wasip3::http::types;
 use spin_sdk::http_service;
 use uuid::Uuid;
+
+const NAME: &str = "live";
 
 /// Seconds figures stay cached.
 const STATS_TTL_SECS: i64 = 1;
@@ -59,64 +66,77 @@ struct Cached {
     body: String,
 }
 
+#[derive(Clone, Copy)]
+enum Op {
+    Figures,
+    Live,
+}
+
+const ROUTES: Routes<Op> = Routes(&[
+    Route { path: "/api/apps/{app}/stats", methods: &[(Method::GET, Op::Figures)] },
+    Route { path: "/api/apps/{app}/live", methods: &[(Method::GET, Op::Live)] },
+]);
+
+struct Ctx {
+    common: Common,
+    /// How long one live response lasts (`live_stream_seconds`).
+    stream_secs: u64,
+}
+
+impl Config for Ctx {
+    async fn load() -> Result<Self, spin_sdk::variables::Error> {
+        Ok(Self { common: Common::load().await?, stream_secs: config::number("live_stream_seconds", STREAM_SECS).await? })
+    }
+}
+
 #[http_service]
-async fn handle(req: Request) -> Wasi {
-    let common = match Common::load().await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("live: missing configuration: {e:?}");
-            return h::problem(&Problem::internal()).into_response();
+async fn handle(req: Request) -> impl IntoResponse {
+    serve::<Ctx, _>(NAME, req, async |req, ctx| {
+        let (claims, decision) = match api::admit(&Gate::for_api(&ctx.common).await, &req).await {
+            Ok(admitted) => admitted,
+            Err(resp) => return resp.into_response(),
+        };
+        match route(&req, ctx, &claims, &decision).await {
+            Ok(reply) => reply,
+            Err(e) => h::with_rate_limit(answer(NAME, Err(e), problem), &decision).into_response(),
         }
-    };
-    let gate = Gate::for_api(&common).await;
-    let (claims, decision) = match api::admit(&gate, &req).await {
-        Ok(admitted) => admitted,
-        Err(resp) => return resp.into_response(),
-    };
-    match route(&req, &common, &claims, &decision).await {
-        Ok(reply) => reply,
-        Err(p) => h::with_rate_limit(h::problem(&p), &decision).into_response(),
-    }
+    })
+    .await
 }
 
-/// A reply converted for the host: the stream's body type cannot be named.
-type Wasi = Result<types::Response, types::ErrorCode>;
-
-async fn route(req: &Request, common: &Common, claims: &Claims, decision: &Decision) -> Result<Wasi, Problem> {
-    let caller = claims.sub;
-    let app: Uuid = h::spin_header(req, "spin-path-match-app").and_then(|v| v.parse().ok()).ok_or_else(Problem::not_found)?;
-    let path = req.uri().path().trim_end_matches('/');
-    match (req.method(), path.rsplit('/').next()) {
-        (&Method::GET, Some("stats")) => Ok(h::with_rate_limit(figures(req, common, caller, app).await?, decision).into_response()),
-        (&Method::GET, Some("live")) => Ok(h::with_rate_limit(live(req, common, claims, app).await?, decision).into_response()),
-        (_, Some("stats" | "live")) => Err(Problem::method_not_allowed("GET")),
-        _ => Err(Problem::not_found()),
-    }
+async fn route(req: &Request, ctx: &Ctx, claims: &Claims, decision: &Decision) -> Result<Reply, Error> {
+    let at = ROUTES.find(req.method(), req.uri().path())?;
+    let app: Uuid = at.param("app").parse().map_err(|_| Error::NotFound)?;
+    Ok(match at.op {
+        Op::Figures => h::with_rate_limit(figures(req, &ctx.common, claims.sub, app).await?, decision).into_response(),
+        Op::Live => h::with_rate_limit(live(req, ctx, claims, app).await?, decision).into_response(),
+    })
 }
 
-fn window(req: &Request) -> Result<Window, Problem> {
+fn window(req: &Request) -> Result<Window, Error> {
     match h::query_param(req, "window") {
         None => Ok(Window::H1),
-        Some(raw) => {
-            Window::parse(&raw).ok_or_else(|| Problem::validation(vec![FieldError::new("/window", "must be one of 15m, 1h, 24h, 7d")]))
-        }
+        Some(raw) => Window::parse(&raw).ok_or_else(|| {
+            Error::Rejected(Problem::validation(vec![FieldError::new("/window", "must be one of 15m, 1h, 24h, 7d")]))
+        }),
     }
 }
 
-async fn figures(req: &Request, common: &Common, caller: Uuid, app: Uuid) -> Result<Response, Problem> {
+async fn figures(req: &Request, common: &Common, caller: Uuid, app: Uuid) -> Result<Response, Error> {
     let window = window(req)?;
     let kv = SpinKv::default();
     if let Some(body) = cached(&kv, &common.redis, app, window, caller).await {
         return Ok(json_text(body));
     }
-    lvd::apps::store::get(&common.db, caller, app).await.map_err(db_problem)?.ok_or_else(Problem::not_found)?;
-    let body = fresh(&kv, &common.redis, app, window, caller).await.map_err(redis_problem)?;
+    lvd::apps::store::get(&common.db, caller, app).await?.ok_or(Error::NotFound)?;
+    let body = fresh(&kv, &common.redis, app, window, caller).await?;
     Ok(json_text(body))
 }
 
 /// The cached figures, when the entry is fresh and belongs to `caller`.
 async fn cached(kv: &SpinKv, redis: &SpinRedis, app: Uuid, window: Window, caller: Uuid) -> Option<String> {
-    let hit = cache::get::<Cached>(kv, &stats_key(app, window)).await.ok().flatten().filter(|c| c.owner == caller);
+    let key = keys::cache::stats(app, window.as_str());
+    let hit = cache::get::<Cached>(kv, &key).await.ok().flatten().filter(|c| c.owner == caller);
     count(redis, if hit.is_some() { "hit" } else { "miss" }).await;
     hit.map(|c| c.body)
 }
@@ -126,75 +146,27 @@ async fn cached(kv: &SpinKv, redis: &SpinRedis, app: Uuid, window: Window, calle
 async fn fresh(kv: &SpinKv, redis: &SpinRedis, app: Uuid, window: Window, owner: Uuid) -> Result<String, RedisError> {
     let figures = stats::read(redis, app, window, chrono::Utc::now()).await?;
     let body = serde_json::to_string(&figures).expect("figures serialize");
-    let _ = cache::put(kv, &stats_key(app, window), &Cached { owner, body: body.clone() }, STATS_TTL_SECS).await;
+    let _ = cache::put(kv, &keys::cache::stats(app, window.as_str()), &Cached { owner, body: body.clone() }, STATS_TTL_SECS).await;
     Ok(body)
-}
-
-fn stats_key(app: Uuid, window: Window) -> String {
-    format!("stats:{app}:{}", window.as_str())
 }
 
 async fn live(
     req: &Request,
-    common: &Common,
+    ctx: &Ctx,
     claims: &Claims,
     app: Uuid,
-) -> Result<http::Response<impl http_body::Body<Data = bytes::Bytes, Error = anyhow::Error> + 'static>, Problem> {
+) -> Result<http::Response<impl http_body::Body<Data = bytes::Bytes, Error = anyhow::Error> + 'static>, Error> {
     let (caller, window) = (claims.sub, window(req)?);
-    lvd::apps::store::get(&common.db, caller, app).await.map_err(db_problem)?.ok_or_else(Problem::not_found)?;
+    lvd::apps::store::get(&ctx.common.db, caller, app).await?.ok_or(Error::NotFound)?;
     let resume = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim).filter(|id| live::is_position(id));
-    let redis = common.redis.clone();
-    let start = match resume {
+    let redis = ctx.common.redis.clone();
+    let position = match resume {
         Some(id) => id.to_owned(),
-        None => live::latest(&redis, app).await.map_err(redis_problem)?,
+        None => live::latest(&redis, app).await?,
     };
-    let stream_secs = lvd_component::config::number("live_stream_seconds", STREAM_SECS).await.map_err(|e| {
-        eprintln!("live: live_stream_seconds: {e:?}");
-        Problem::internal()
-    })?;
-    let (mut tx, body) = stream::<String>();
-    let (db, claims) = (common.db.another(), claims.clone());
-    spin_sdk::wasip3::spawn(async move {
-        let kv = SpinKv::default();
-        let started = std::time::Instant::now();
-        let mut position = start;
-        let mut last_stats: Option<std::time::Instant> = None;
-        let mut last_check = std::time::Instant::now();
-        let _ = tx.send("retry: 1000\n\n".to_owned()).await;
-        while started.elapsed().as_secs() < stream_secs {
-            if last_check.elapsed() >= RECHECK {
-                if !still_admitted(&db, &redis, &claims, app).await {
-                    return; // ends the response; a reconnect meets the gate again
-                }
-                last_check = std::time::Instant::now();
-            }
-            let mut out = String::new();
-            match live::invalid_after(&redis, app, &position, 100).await {
-                Ok(events) => {
-                    for (id, json) in events {
-                        out.push_str(&live::sse("invalid", &id, &json));
-                        position = id;
-                    }
-                }
-                Err(e) => eprintln!("live: reading invalid events failed: {e}"),
-            }
-            if last_stats.is_none_or(|t| t.elapsed() >= STATS_EVERY) {
-                let figures = match cached(&kv, &redis, app, window, caller).await {
-                    Some(body) => Ok(body),
-                    None => fresh(&kv, &redis, app, window, caller).await,
-                };
-                match figures {
-                    Ok(body) => out.push_str(&live::sse("stats", &position, &body)),
-                    Err(e) => eprintln!("live: reading figures failed: {e}"),
-                }
-                last_stats = Some(std::time::Instant::now());
-            }
-            if !out.is_empty() && tx.send(out).await.is_err() {
-                return; // the client left
-            }
-            spin_sdk::time::sleep(POLL).await;
-        }
-    });
+    let (tx, body) = stream::<String>();
+    let stream = Stream { db: ctx.common.db.another(), redis, claims: claims.clone(), app, window, position, secs: ctx.stream_secs };
+    spin_sdk::wasip3::spawn(stream.run(tx));
     let mut resp = http::Response::new(body);
     let headers = resp.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
@@ -203,18 +175,80 @@ async fn live(
     Ok(resp)
 }
 
-/// Whether what admitted a stream still holds: the token has not expired
-/// nor been logged out, and the app is still the caller's. A check that
-/// cannot be made (Redis or PostgreSQL down) ends the stream too: the
-/// reconnect then gets the gate's own answer.
-async fn still_admitted(db: &lvd_component::db::SpinDb, redis: &SpinRedis, claims: &Claims, app: Uuid) -> bool {
-    if claims.exp <= chrono::Utc::now().timestamp() {
-        return false;
+/// One live response's task: what it needs once the handler has returned.
+struct Stream {
+    db: SpinDb,
+    redis: SpinRedis,
+    claims: Claims,
+    app: Uuid,
+    window: Window,
+    /// The last invalid event sent (a position in the app's tail).
+    position: String,
+    secs: u64,
+}
+
+impl Stream {
+    /// Sends until the stream's time is up, the client leaves, or what
+    /// admitted it no longer holds.
+    async fn run(mut self, mut tx: futures::channel::mpsc::Sender<String>) {
+        let kv = SpinKv::default();
+        let started = std::time::Instant::now();
+        let (mut last_stats, mut last_check) = (None::<std::time::Instant>, std::time::Instant::now());
+        let _ = tx.send("retry: 1000\n\n".to_owned()).await;
+        while started.elapsed().as_secs() < self.secs {
+            if last_check.elapsed() >= RECHECK {
+                if !self.still_admitted().await {
+                    return; // ends the response; a reconnect meets the gate again
+                }
+                last_check = std::time::Instant::now();
+            }
+            let mut out = self.invalid_events().await;
+            if last_stats.is_none_or(|t| t.elapsed() >= STATS_EVERY) {
+                let figures = match cached(&kv, &self.redis, self.app, self.window, self.claims.sub).await {
+                    Some(body) => Ok(body),
+                    None => fresh(&kv, &self.redis, self.app, self.window, self.claims.sub).await,
+                };
+                match figures {
+                    Ok(body) => out.push_str(&live::sse("stats", &self.position, &body)),
+                    Err(e) => eprintln!("live: reading figures failed: {}", chain(&e)),
+                }
+                last_stats = Some(std::time::Instant::now());
+            }
+            if !out.is_empty() && tx.send(out).await.is_err() {
+                return; // the client left
+            }
+            spin_sdk::time::sleep(POLL).await;
+        }
     }
-    if !matches!(lvd::limits::is_denied(redis, &claims.jti.to_string()).await, Ok(false)) {
-        return false;
+
+    /// The invalid events after the position, as SSE text; moves the position.
+    async fn invalid_events(&mut self) -> String {
+        let mut out = String::new();
+        match live::invalid_after(&self.redis, self.app, &self.position, 100).await {
+            Ok(events) => {
+                for (id, json) in events {
+                    out.push_str(&live::sse("invalid", &id, &json));
+                    self.position = id;
+                }
+            }
+            Err(e) => eprintln!("live: reading invalid events failed: {}", chain(&e)),
+        }
+        out
     }
-    matches!(lvd::apps::store::get(db, claims.sub, app).await, Ok(Some(_)))
+
+    /// Whether what admitted the stream still holds: the token has not
+    /// expired nor been logged out, and the app is still the caller's. A
+    /// check that cannot be made (Redis or PostgreSQL down) ends the stream
+    /// too: the reconnect then gets the gate's own answer.
+    async fn still_admitted(&self) -> bool {
+        if self.claims.exp <= chrono::Utc::now().timestamp() {
+            return false;
+        }
+        if !matches!(lvd::limits::is_denied(&self.redis, &self.claims.jti.to_string()).await, Ok(false)) {
+            return false;
+        }
+        matches!(lvd::apps::store::get(&self.db, self.claims.sub, self.app).await, Ok(Some(_)))
+    }
 }
 
 fn json_text(body: String) -> Response {
@@ -225,11 +259,28 @@ fn json_text(body: String) -> Response {
 }
 
 async fn count(redis: &impl Redis, outcome: &str) {
-    let _ = redis.execute("INCR", vec![format!("lvd:metrics:cache:stats:{outcome}").into()]).await;
+    let _ = redis.execute("INCR", vec![keys::cache_outcome("stats", outcome).into()]).await;
 }
 
-fn redis_problem(e: RedisError) -> Problem {
-    eprintln!("live: redis error: {e}");
-    Problem::unavailable("Live figures are unavailable; try again shortly.")
+/// Everything a live-figures request can fail with.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("no such app")]
+    NotFound,
+    #[error(transparent)]
+    Rejected(#[from] Problem),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Redis(#[from] RedisError),
 }
 
+/// The one mapping from this component's errors to replies.
+fn problem(e: &Error) -> Problem {
+    match e {
+        Error::NotFound => Problem::not_found(),
+        Error::Rejected(p) => p.clone(),
+        Error::Db(e) => serve::db_fault(e),
+        Error::Redis(e) => serve::redis_fault("Live figures", e),
+    }
+}

@@ -1,219 +1,127 @@
-//! `/api/logs`. `POST` takes events from apps (`X-Api-Key`), judges each
-//! against its rule and hands them to storage in one atomic Redis step (see
-//! `lvd::events::ingest`); the reply is 202 once they are safe. `GET` lists
-//! a user's stored events (Bearer token), newest first, keyset-paginated.
-//!
-//! Ingest is limited per ingest key, not per client IP: one server-side
-//! sender may carry many users' events from one address. Unknown keys are
-//! the exception: each costs a PostgreSQL query, so failures are limited per
-//! client IP (`rate_limit_ingest_bad_keys_per_ip` a minute); a key the
-//! shared cache knows passes whatever its address did.
+//! `/api/logs`. `POST` takes events from apps (`X-Api-Key`) and hands them
+//! to `lvd::logs::service::Ingest`, which judges each against its rule and
+//! stores them in one atomic Redis step; the reply is 202 once they are
+//! safe. `GET` lists a user's stored events (Bearer token), newest first,
+//! keyset-paginated.
 
 use lvd::cache::IngestApp;
-use lvd::events::ingest::{self, Judged, Outcome, Settings};
-use lvd::events::plan::{self, CachedKey, Plan, PlanError};
-use lvd::events::query::{self, LogQuery};
-use lvd::events::{Body, Incoming};
-use lvd::limits::{self, Decision, Limit};
-use lvd::problem::{FieldError, Problem};
+use lvd::db::DbError;
+use lvd::logs::plan::{Compiled, PlanError};
+use lvd::logs::query::{self, LogQuery};
+use lvd::logs::service::{Ingest, IngestError, Limits};
+use lvd::problem::Problem;
 use lvd_component::api::{self, Gate};
 use lvd_component::config::{self, Common};
-use lvd_component::http::{self as h, Response, db_problem};
+use lvd_component::http::{self as h, Response};
 use lvd_component::kv::SpinKv;
-use serde::Serialize;
-use serde_json::json;
+use lvd_component::routes::{Route, Routes};
+use lvd_component::serve::{self, Config, answer, serve};
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::{http_service, variables};
 
+const NAME: &str = "logs";
+
 /// Compiled rules, kept while Spin reuses this instance (see `Compiled`).
-static COMPILED: std::sync::LazyLock<plan::Compiled> = std::sync::LazyLock::new(plan::Compiled::default);
+static COMPILED: std::sync::LazyLock<Compiled> = std::sync::LazyLock::new(Compiled::default);
+
+#[derive(Clone, Copy)]
+enum Op {
+    Ingest,
+    List,
+}
+
+const ROUTES: Routes<Op> = Routes(&[Route { path: "/api/logs", methods: &[(Method::GET, Op::List), (Method::POST, Op::Ingest)] }]);
 
 struct Ctx {
     common: Common,
     kv: SpinKv,
+    limits: Limits,
+}
+
+impl Config for Ctx {
+    async fn load() -> Result<Self, variables::Error> {
+        let limits = Limits {
+            per_key_per_minute: config::number("rate_limit_ingest_per_key", 60_000).await?,
+            max_backlog: config::number("ingest_max_backlog", 1_000_000).await?,
+            bad_keys_per_ip: config::number("rate_limit_ingest_bad_keys_per_ip", 30).await?,
+        };
+        Ok(Self { common: Common::load().await?, kv: SpinKv::default(), limits })
+    }
+}
+
+impl Ctx {
+    fn ingest(&self) -> Ingest<'_, lvd_component::db::SpinDb, lvd_component::redis::SpinRedis, SpinKv> {
+        Ingest { db: &self.common.db, redis: &self.common.redis, kv: &self.kv, compiled: &COMPILED, limits: self.limits }
+    }
 }
 
 #[http_service]
 async fn handle(req: Request) -> impl IntoResponse {
-    let ctx = match Common::load().await {
-        Ok(common) => Ctx { common, kv: SpinKv::default() },
-        Err(e) => {
-            eprintln!("logs: missing configuration: {e:?}");
-            return h::problem(&Problem::internal());
+    serve::<Ctx, _>(NAME, req, async |req, ctx| {
+        let op = match ROUTES.find(req.method(), req.uri().path()) {
+            Ok(m) => m.op,
+            Err(p) => return h::problem(&p),
+        };
+        match op {
+            Op::Ingest => answer(NAME, ingest(req, ctx).await, problem),
+            Op::List => list(req, ctx).await,
         }
-    };
-    let result = match *req.method() {
-        Method::POST => ingest(req, &ctx).await,
-        Method::GET => list(req, &ctx).await,
-        _ => Err(Problem::method_not_allowed("GET, POST")),
-    };
-    result.unwrap_or_else(|p| h::problem(&p))
+    })
+    .await
 }
 
-async fn ingest(req: Request, ctx: &Ctx) -> Result<Response, Problem> {
+async fn ingest(req: Request, ctx: &Ctx) -> Result<Response, Error> {
     let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default().trim().to_owned();
     let ip = h::client_ip(&req, &ctx.common.trusted_proxies).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let app = match plan::cached_app_for_key(&ctx.kv, &key).await {
-        CachedKey::App(app) => app,
-        CachedKey::Malformed => return Ok(unknown_key(ctx, &ip).await),
-        CachedKey::Uncached => match uncached_key(ctx, &ip, &key).await? {
-            Ok(app) => app,
-            Err(resp) => return Ok(resp),
-        },
-    };
-    let settings = settings(&app).await.map_err(|_| Problem::internal())?;
+    let service = ctx.ingest();
+    let app: IngestApp = service.open(&key, &ip).await?;
     let body = h::json_body(req).await?;
-    let received_at = chrono::Utc::now();
-    let parsed = match Body::parse(&body)? {
-        Body::Single(Ok(event)) => vec![Ok(event)],
-        Body::Single(Err(errors)) => return Err(lone_malformed(ctx, &app, &settings, errors).await),
-        Body::Batch(events) => events,
-    };
-    let names = parsed.iter().filter_map(|e| e.as_ref().ok()).map(|e| &e.event);
-    let plan = Plan::load(&ctx.kv, &ctx.common.db, &COMPILED, app.id, names).await.map_err(plan_problem)?;
-    let mut judged: Vec<Judged> = Vec::with_capacity(parsed.len());
-    let mut slots: Vec<Result<usize, Vec<FieldError>>> = Vec::with_capacity(parsed.len());
-    for event in parsed {
-        slots.push(event.map(|e: Incoming| {
-            let rule = plan.rule(&e.event);
-            judged.push(ingest::judge(e, rule, received_at));
-            judged.len() - 1
-        }));
-    }
-    match ingest::store(&ctx.common.redis, app.id, &judged, received_at, settings).await.map_err(redis_problem)? {
-        Outcome::Stored { decision, duplicates } => {
-            let reply = receipt(&judged, &slots, &duplicates);
-            Ok(h::with_rate_limit(h::json(202, &reply), &decision))
-        }
-        Outcome::RateLimited(decision) => Ok(h::with_rate_limit(h::problem(&h::rate_limited()), &decision)),
-        Outcome::Backlogged(decision) => Ok(h::with_rate_limit(
-            h::problem(&Problem::unavailable("Events are arriving faster than they can be stored; retry shortly.")),
-            &decision,
-        )),
-    }
+    let receipt = service.accept(&app, &body, chrono::Utc::now()).await?;
+    Ok(h::with_rate_limit(h::json(202, &receipt), &receipt.decision))
 }
 
-/// The per-IP limit on unknown ingest keys.
-async fn bad_key_limit() -> Limit {
-    let max = config::number("rate_limit_ingest_bad_keys_per_ip", 30).await.unwrap_or(30);
-    Limit { name: "ingest_bad_key_ip", max, window_secs: 60 }
-}
-
-/// A key the cache does not know: an IP already over its limit of unknown
-/// keys is refused before the PostgreSQL query (even a good key: it is
-/// cached after its first use, so a working sender is rarely here), then
-/// PostgreSQL says.
-async fn uncached_key(ctx: &Ctx, ip: &str, key: &str) -> Result<Result<IngestApp, Response>, Problem> {
-    let limit = bad_key_limit().await;
-    let now = limits::peek(&ctx.common.redis, limit, ip).await.map_err(redis_problem)?;
-    if !now.allowed {
-        return Ok(Err(h::with_rate_limit(h::problem(&h::rate_limited()), &now)));
-    }
-    match plan::stored_app_for_key(&ctx.kv, &ctx.common.db, key).await.map_err(db_problem)? {
-        Some(app) => Ok(Ok(app)),
-        None => Ok(Err(unknown_key(ctx, ip).await)),
-    }
-}
-
-/// 401 for a key that opens nothing, counted against the client's IP; the
-/// failure past the limit is already 429.
-async fn unknown_key(ctx: &Ctx, ip: &str) -> Response {
-    let invalid = Problem::new(401, "invalid_api_key", "The X-Api-Key header is missing, or the key is unknown or was rotated.");
-    match limits::hit(&ctx.common.redis, bad_key_limit().await, ip).await {
-        Ok(d) if !d.allowed => h::with_rate_limit(h::problem(&h::rate_limited()), &d),
-        Ok(d) => h::with_rate_limit(h::problem(&invalid), &d),
-        Err(e) => h::problem(&redis_problem(e)),
-    }
-}
-
-/// The 202 body: one result per event, in the order sent.
-#[derive(Serialize)]
-struct Receipt<'a> {
-    accepted: usize,
-    duplicates: usize,
-    results: Vec<ItemResult<'a>>,
-}
-
-#[derive(Serialize)]
-struct ItemResult<'a> {
-    index: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<uuid::Uuid>,
-    status: &'static str,
-    errors: Errors<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rule_version: Option<i64>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Errors<'a> {
-    Rejected(&'a [FieldError]),
-    Judged(&'a [lvd::rules::Violation]),
-}
-
-fn receipt<'a>(judged: &'a [Judged], slots: &'a [Result<usize, Vec<FieldError>>], duplicates: &[bool]) -> Receipt<'a> {
-    let results = slots
-        .iter()
-        .enumerate()
-        .map(|(index, slot)| match slot {
-            Err(errors) => ItemResult { index, id: None, status: "rejected", errors: Errors::Rejected(errors), rule_version: None },
-            Ok(i) if duplicates[*i] => ItemResult { index, id: None, status: "duplicate", errors: Errors::Rejected(&[]), rule_version: None },
-            Ok(i) => {
-                let e = &judged[*i];
-                ItemResult { index, id: Some(e.id), status: e.status.as_str(), errors: Errors::Judged(&e.errors), rule_version: e.rule_version }
-            }
-        })
-        .collect();
-    let dup = duplicates.iter().filter(|d| **d).count();
-    Receipt { accepted: judged.len() - dup, duplicates: dup, results }
-}
-
-/// A lone malformed event is 422; it still counts against the key's limit.
-async fn lone_malformed(ctx: &Ctx, app: &IngestApp, settings: &Settings, errors: Vec<FieldError>) -> Problem {
-    let limit = Limit { name: "ingest_key", max: settings.per_key_per_minute, window_secs: 60 };
-    match limits::hit(&ctx.common.redis, limit, &app.id.to_string()).await {
-        Ok(Decision { allowed: false, .. }) => h::rate_limited(),
-        _ => Problem::validation(errors),
-    }
-}
-
-async fn settings(app: &IngestApp) -> Result<Settings, variables::Error> {
-    Ok(Settings {
-        per_key_per_minute: config::number("rate_limit_ingest_per_key", 60_000).await?,
-        dedup_secs: Settings::dedup_secs_for(app.retention_days),
-        max_backlog: config::number("ingest_max_backlog", 1_000_000).await?,
-    })
-}
-
-async fn list(req: Request, ctx: &Ctx) -> Result<Response, Problem> {
-    let gate = Gate::for_api(&ctx.common).await;
-    let (claims, decision) = match api::admit(&gate, &req).await {
+async fn list(req: Request, ctx: &Ctx) -> Response {
+    let (claims, decision) = match api::admit(&Gate::for_api(&ctx.common).await, &req).await {
         Ok(admitted) => admitted,
-        Err(resp) => return Ok(resp),
+        Err(resp) => return resp,
     };
-    let resp = async {
+    let page = async {
         let q = LogQuery::parse(req.uri().query().unwrap_or_default())?;
-        let app = lvd::apps::store::get(&ctx.common.db, claims.sub, q.app).await.map_err(db_problem)?.ok_or_else(Problem::not_found)?;
-        let (items, next) = query::page(&ctx.common.db, &q, app.retention_days).await.map_err(db_problem)?;
-        Ok::<_, Problem>(h::json(200, &json!({ "items": items, "next_cursor": next })))
-    }
-    .await
-    .unwrap_or_else(|p| h::problem(&p));
-    Ok(h::with_rate_limit(resp, &decision))
+        let app = lvd::apps::store::get(&ctx.common.db, claims.sub, q.app).await?.ok_or(Error::NotFound)?;
+        let (items, next) = query::page(&ctx.common.db, &q, app.retention_days).await?;
+        Ok::<_, Error>(h::json(200, &serde_json::json!({ "items": items, "next_cursor": next })))
+    };
+    h::with_rate_limit(answer(NAME, page.await, problem), &decision)
 }
 
-fn plan_problem(e: PlanError) -> Problem {
+/// Everything a `/api/logs` request can fail with.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("no such app")]
+    NotFound,
+    #[error(transparent)]
+    Rejected(#[from] Problem),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// The one mapping from this component's errors to replies.
+fn problem(e: &Error) -> Problem {
     match e {
-        PlanError::Db(e) => db_problem(e),
-        other => {
-            eprintln!("logs: {other}");
-            Problem::internal()
+        Error::Ingest(IngestError::UnknownKey(d)) => {
+            Problem::new(401, "invalid_api_key", "The X-Api-Key header is missing, or the key is unknown or was rotated.").with_rate_limit(*d)
         }
+        Error::Ingest(IngestError::RateLimited(d)) => Problem::rate_limited(*d),
+        Error::Ingest(IngestError::Backlogged(d)) => {
+            Problem::unavailable("Events are arriving faster than they can be stored; retry shortly.").with_rate_limit(*d)
+        }
+        Error::Ingest(IngestError::Malformed(errors)) => Problem::validation(errors.clone()),
+        Error::Ingest(IngestError::Body(p)) | Error::Rejected(p) => p.clone(),
+        Error::Ingest(IngestError::Db(e) | IngestError::Plan(PlanError::Db(e))) | Error::Db(e) => serve::db_fault(e),
+        Error::Ingest(IngestError::Plan(PlanError::Compile { .. })) => Problem::internal(),
+        Error::Ingest(IngestError::Redis(e)) => serve::redis_fault("Event storage", e),
+        Error::NotFound => Problem::not_found(),
     }
-}
-
-fn redis_problem(e: lvd::kv::RedisError) -> Problem {
-    eprintln!("logs: redis error: {e}");
-    Problem::unavailable("Event storage is unavailable; try again shortly.")
 }

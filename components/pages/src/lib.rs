@@ -8,8 +8,10 @@
 
 use lvd::problem::Problem;
 use lvd_component::http as h;
+use lvd_component::routes::{Route, Routes};
+use lvd_component::serve::{Config, serve};
 use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::http_service;
+use spin_sdk::{http_service, variables};
 
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 const DASHBOARD: &str = include_str!(concat!(env!("OUT_DIR"), "/dashboard.html"));
@@ -17,25 +19,50 @@ const DASHBOARD: &str = include_str!(concat!(env!("OUT_DIR"), "/dashboard.html")
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
                    font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+#[derive(Clone, Copy)]
+enum Op {
+    Home,
+    Dashboard,
+}
+
+const ROUTES: Routes<Op> = Routes(&[
+    Route { path: "/", methods: &[(Method::GET, Op::Home), (Method::HEAD, Op::Home)] },
+    Route { path: "/dashboard", methods: &[(Method::GET, Op::Dashboard), (Method::HEAD, Op::Dashboard)] },
+]);
+
+/// Nothing to load: the page and its assets are compiled in.
+struct Ctx;
+
+impl Config for Ctx {
+    async fn load() -> Result<Self, variables::Error> {
+        Ok(Ctx)
+    }
+}
+
 /// Also the app's catch-all route (`/...`): a path no other component
 /// serves is a 404 problem here, whatever the method, because the runtimes'
 /// own 404 is an empty body (Spin's), not the contract's problem document.
 #[http_service]
 async fn handle(req: Request) -> impl IntoResponse {
+    serve::<Ctx, _>("pages", req, async |req, _| match ROUTES.find(req.method(), req.uri().path()) {
+        Ok(at) => match at.op {
+            Op::Home => redirect("/dashboard"),
+            Op::Dashboard => page(DASHBOARD, "text/html; charset=utf-8", "no-cache"),
+        },
+        Err(p) if p.status == 404 => asset(&req).unwrap_or_else(|p| h::problem(&p)),
+        Err(p) => h::problem(&p),
+    })
+    .await
+}
+
+/// A fingerprinted asset, cached for good; 404 when there is none by that name.
+fn asset(req: &Request) -> Result<h::Response, Problem> {
     let path = req.uri().path();
-    let found = match path {
-        "/" => Some(redirect("/dashboard")),
-        "/dashboard" | "/dashboard/" => Some(page(DASHBOARD, "text/html; charset=utf-8", "no-cache")),
-        _ => ASSETS
-            .iter()
-            .find(|(url, _, _)| *url == path)
-            .map(|(_, content_type, text)| page(text, content_type, "public, max-age=31536000, immutable")),
-    };
-    match found {
-        None => h::problem(&Problem::not_found()),
-        Some(_) if !matches!(*req.method(), Method::GET | Method::HEAD) => h::problem(&Problem::method_not_allowed("GET, HEAD")),
-        Some(resp) => resp,
+    let (_, content_type, text) = ASSETS.iter().find(|(url, _, _)| *url == path).ok_or_else(Problem::not_found)?;
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Err(Problem::method_not_allowed("GET, HEAD"));
     }
+    Ok(page(text, content_type, "public, max-age=31536000, immutable"))
 }
 
 fn page(text: &str, content_type: &'static str, cache: &'static str) -> h::Response {

@@ -44,16 +44,19 @@ pub async fn admit(gate: &Gate<'_>, req: &Request) -> Result<(Claims, Decision),
     let ids = claims.as_ref().map(|c| (c.jti.to_string(), c.sub.to_string()));
     let decided = limits::gate(gate.redis, gate.per_ip, &ip, ids.as_ref().map(|(j, u)| (j.as_str(), u.as_str())), gate.per_user)
         .await
-        .map_err(|_| unavailable())?;
+        .map_err(|e| {
+            eprintln!("api gate: 503: {}", lvd::cause::chain(&e));
+            unavailable()
+        })?;
     if !decided.ip.allowed {
-        return Err(h::with_rate_limit(h::problem(&h::rate_limited()), &decided.ip));
+        return Err(h::problem(&Problem::rate_limited(decided.ip)));
     }
     let (Some(claims), false, Some(by_user)) = (claims, decided.denied, decided.user) else {
         let p = Problem::new(401, "invalid_token", "The token is missing, expired, revoked or invalid.");
-        return Err(h::with_rate_limit(h::problem(&p), &decided.ip));
+        return Err(h::problem(&p.with_rate_limit(decided.ip)));
     };
     if !by_user.allowed {
-        return Err(h::with_rate_limit(h::problem(&h::rate_limited()), &by_user));
+        return Err(h::problem(&Problem::rate_limited(by_user)));
     }
     let binding = if by_user.remaining <= decided.ip.remaining { by_user } else { decided.ip };
     Ok((claims, binding))

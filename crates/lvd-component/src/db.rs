@@ -4,13 +4,13 @@
 //! database unavailable: Spin's client waits for ever on a server that
 //! stops answering.
 
-use lvd::db::{Db, DbError, Param, Row, Value};
+use lvd::db::{Db, DbError, Param, Row, ServerError, Value};
 use spin_sdk::pg::{self, DbValue, ParameterValue};
 
 use crate::deadline;
 
 fn timed_out() -> DbError {
-    DbError::Unavailable(format!("no answer within {:?}", deadline::POSTGRES))
+    DbError::Unavailable(format!("no answer within {:?}", deadline::POSTGRES).into())
 }
 
 pub struct SpinDb {
@@ -33,7 +33,7 @@ impl SpinDb {
         if let Some(c) = self.conn.get() {
             return Ok(c);
         }
-        let c = pg::Connection::open(&self.url).await.map_err(|e| DbError::Unavailable(format!("{e:?}")))?;
+        let c = pg::Connection::open(&self.url).await.map_err(|e| DbError::Unavailable(format!("{e:?}").into()))?;
         Ok(self.conn.get_or_init(|| c))
     }
 }
@@ -73,24 +73,30 @@ fn value(v: &DbValue) -> Value {
     }
 }
 
+/// The host's error, classified; PostgreSQL's own refusal is kept as a
+/// [`ServerError`], anything else as the host described it.
 fn error(e: pg::PgError) -> DbError {
     use pg::{PgError as E, QueryError};
     match e {
-        E::ConnectionFailed(m) => DbError::Unavailable(m),
-        E::QueryFailed(QueryError::DbError(d)) if d.code == "23505" => DbError::UniqueViolation(d.message),
-        // Connection exceptions and shutdowns: the server went away.
-        E::QueryFailed(QueryError::DbError(d)) if d.code.starts_with("08") || d.code.starts_with("57P") => {
-            DbError::Unavailable(d.message)
+        E::ConnectionFailed(m) => DbError::Unavailable(m.into()),
+        E::QueryFailed(QueryError::DbError(d)) => {
+            let (code, cause) = (d.code.clone(), Box::new(ServerError { code: d.code, message: d.message }));
+            match code.as_str() {
+                "23505" => DbError::UniqueViolation(cause),
+                // Connection exceptions and shutdowns: the server went away.
+                c if c.starts_with("08") || c.starts_with("57P") => DbError::Unavailable(cause),
+                _ => DbError::Query(cause),
+            }
         }
-        E::QueryFailed(QueryError::Text(t)) if t.contains("closed") || t.contains("Connection") => DbError::Unavailable(t),
-        other => DbError::Query(format!("{other:?}")),
+        E::QueryFailed(QueryError::Text(t)) if t.contains("closed") || t.contains("Connection") => DbError::Unavailable(t.into()),
+        other => DbError::Query(format!("{other:?}").into()),
     }
 }
 
 fn sdk_error(e: pg::Error) -> DbError {
     match e {
         pg::Error::PgError(e) => error(e),
-        other => DbError::Query(other.to_string()),
+        other => DbError::Query(other.to_string().into()),
     }
 }
 

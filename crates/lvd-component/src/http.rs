@@ -33,10 +33,13 @@ pub fn problem(p: &Problem) -> Response {
     if let Some(secs) = retry {
         resp.headers_mut().insert(http::header::RETRY_AFTER, secs.into());
     }
-    if let Some(allow) = p.allow {
-        resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    if let Some(allow) = p.allow.as_deref().and_then(|a| http::HeaderValue::from_str(a).ok()) {
+        resp.headers_mut().insert(http::header::ALLOW, allow);
     }
-    resp
+    match &p.rate_limit {
+        Some(d) => with_rate_limit(resp, d),
+        None => resp,
+    }
 }
 
 /// Oversized bodies up to this size are read and dropped before the 413.
@@ -184,20 +187,6 @@ pub fn with_rate_limit<B>(mut resp: http::Response<B>, d: &Decision) -> http::Re
         h.insert(http::header::RETRY_AFTER, d.reset_secs.into());
     }
     resp
-}
-
-/// Database faults: 503 when it is unreachable, an opaque 500 otherwise;
-/// the cause goes to the log, never to the client.
-pub fn db_problem(e: lvd::db::DbError) -> Problem {
-    eprintln!("database error: {e}");
-    match e {
-        lvd::db::DbError::Unavailable(_) => Problem::unavailable("The database is unavailable; try again shortly."),
-        _ => Problem::internal(),
-    }
-}
-
-pub fn rate_limited() -> Problem {
-    Problem::new(429, "rate_limited", "Too many requests; retry after the time in Retry-After.")
 }
 
 #[cfg(test)]

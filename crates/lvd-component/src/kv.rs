@@ -31,10 +31,10 @@ async fn timed<T>(call: impl Future<Output = Result<T, spin_sdk::key_value::Erro
         return Err(KvError("resting after a call that got no answer".into()));
     }
     match deadline::within(deadline::KEY_VALUE, call).await {
-        Some(result) => result.map_err(|e| KvError(format!("{e:?}"))),
+        Some(result) => result.map_err(|e| KvError(format!("{e:?}").into())),
         None => {
             RESTING_UNTIL.set(Some(Instant::now() + REST_AFTER_SILENCE));
-            Err(KvError(format!("no answer within {:?}", deadline::KEY_VALUE)))
+            Err(KvError(format!("no answer within {:?}", deadline::KEY_VALUE).into()))
         }
     }
 }

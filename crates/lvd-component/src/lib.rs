@@ -1,7 +1,11 @@
 //! Shared by every component and nothing else: the adapters that let the
-//! domain library reach PostgreSQL and Redis through Spin's interfaces, and
-//! the HTTP plumbing of the contract (problem replies, JSON bodies, limits,
-//! client address, rate-limit headers). Holds no domain logic.
+//! domain library reach PostgreSQL, Redis and the key-value store through
+//! Spin's interfaces (`db`, `redis`, `kv`), the HTTP plumbing of the
+//! contract (problem replies, JSON bodies, client address, rate-limit
+//! headers), and the kit every component is built from: `serve` (load the
+//! configuration once, answer errors, log every 5xx with its cause),
+//! `routes` (404 and 405 with `Allow`) and `api` (the `/api` gate). Holds no
+//! domain logic.
 
 pub mod api;
 pub mod config;
@@ -10,3 +14,5 @@ pub mod deadline;
 pub mod http;
 pub mod kv;
 pub mod redis;
+pub mod routes;
+pub mod serve;

@@ -37,7 +37,7 @@ impl SpinRedis {
         if let Some(c) = OPEN.with(|open| open.borrow().get(&self.url).cloned()) {
             return Ok(c);
         }
-        let c = Rc::new(redis::Connection::open(&self.url).await.map_err(|e| RedisError(format!("{e:?}")))?);
+        let c = Rc::new(redis::Connection::open(&self.url).await.map_err(|e| RedisError(format!("{e:?}").into()))?);
         OPEN.with(|open| open.borrow_mut().insert(self.url.clone(), c.clone()));
         Ok(c)
     }
@@ -53,7 +53,7 @@ impl Redis for SpinRedis {
             Some(result) => result,
             None => {
                 self.forget();
-                Err(RedisError(format!("no answer within {:?}", deadline::REDIS)))
+                Err(RedisError(format!("no answer within {:?}", deadline::REDIS).into()))
             }
         }
     }
@@ -75,7 +75,7 @@ impl SpinRedis {
                 // A script or command error leaves the connection fine, but
                 // telling those apart from a dead one is not worth the risk.
                 self.forget();
-                return Err(RedisError(format!("{e:?}")));
+                return Err(RedisError(format!("{e:?}").into()));
             }
         };
         Ok(replies

@@ -4,7 +4,7 @@
 //! miss. Writers invalidate by deleting the key after their change commits,
 //! so the next request on any instance reads the new state.
 //!
-//! What is cached, and for how long:
+//! What is cached, and for how long (keys from `crate::keys::cache`):
 //! - `app:<sha256 of the ingest key, hex>`: the app an ingest key opens
 //!   ([`IngestApp`]), 10 minutes; deleted on key rotation and app deletion.
 //! - `rules:<app id>`: the current version of each event's rule, 5 minutes;
@@ -12,6 +12,8 @@
 //! - `rule:<app id>:<version>:<event>`: one version's schema. Versions never
 //!   change, so this entry is never stale; it still expires so the store
 //!   does not keep schemas of deleted rules forever.
+//! - `stats:<app id>:<window>`: an app's live figures with its owner, one
+//!   second (the live component's).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -22,8 +24,8 @@ pub const APP_TTL_SECS: i64 = 600;
 pub const RULES_TTL_SECS: i64 = 300;
 
 #[derive(Debug, thiserror::Error)]
-#[error("key-value store unavailable: {0}")]
-pub struct KvError(pub String);
+#[error("key-value store unavailable")]
+pub struct KvError(#[source] pub crate::cause::Cause);
 
 /// The seam to a key-value store: Spin's in components.
 #[allow(async_fn_in_trait)]
@@ -64,16 +66,3 @@ pub struct IngestApp {
 
 /// The current rule version of each event of an app.
 pub type RuleVersions = HashMap<String, i64>;
-
-pub fn app_key(key_hash: &[u8]) -> String {
-    let hex: String = key_hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("app:{hex}")
-}
-
-pub fn rules_key(app: Uuid) -> String {
-    format!("rules:{app}")
-}
-
-pub fn rule_key(app: Uuid, version: i64, event: &str) -> String {
-    format!("rule:{app}:{version}:{event}")
-}

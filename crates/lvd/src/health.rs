@@ -3,6 +3,9 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+use crate::keys;
+use crate::kv::{Redis, RedisError, Reply};
+
 /// Seconds a client should wait before asking again when a dependency is down.
 pub const RETRY_AFTER_SECS: u32 = 5;
 
@@ -52,6 +55,21 @@ impl Probe {
         }
         .to_owned()
     }
+}
+
+/// Each queue's length and its dead-letter stream's, by the name readiness
+/// shows (`keys::QUEUES`).
+pub async fn queue_lengths(redis: &impl Redis) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), RedisError> {
+    let xlen = async |key: &str| -> Result<u64, RedisError> {
+        let reply = redis.execute("XLEN", vec![key.into()]).await?;
+        Ok(reply.first().and_then(Reply::int).unwrap_or(0).max(0) as u64)
+    };
+    let (mut depths, mut dead) = (BTreeMap::new(), BTreeMap::new());
+    for (name, key) in keys::QUEUES {
+        depths.insert((*name).to_owned(), xlen(key).await?);
+        dead.insert((*name).to_owned(), xlen(&keys::dead_letter(key)).await?);
+    }
+    Ok((depths, dead))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The seam between domain logic and Redis (outbound Redis: queues, counters,
 //! rate limits, deny-lists). Components implement [`Redis`] over
-//! `spin_sdk::redis`, the worker and tests over the `redis` crate.
+//! `spin_sdk::redis` (`lvd-component`). The worker's queues use the `redis`
+//! crate directly (streams, consumer groups), with every key from
+//! `crate::keys`.
 //!
 //! Replies are flattened exactly as Spin's `execute` flattens them: nested
 //! arrays become one list, so commands used here must return flat replies.
@@ -14,8 +16,8 @@ pub enum Reply {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("redis unavailable: {0}")]
-pub struct RedisError(pub String);
+#[error("redis unavailable")]
+pub struct RedisError(#[source] pub crate::cause::Cause);
 
 /// An argument of a Redis command.
 #[derive(Debug, Clone, PartialEq)]

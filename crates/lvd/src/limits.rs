@@ -3,10 +3,9 @@
 //! resend rule, the tries at one-time codes, and the access-token deny-list. Each is one atomic command
 //! or Lua script, so concurrent instances cannot race past a limit.
 //!
-//! Emails never appear in keys: they are keyed by a SHA-256 of the address.
+//! Keys come from `crate::keys`; every fixed window is its `window_hit!`.
 
-use sha2::{Digest, Sha256};
-
+use crate::keys;
 use crate::kv::{Arg, Redis, RedisError, Reply};
 
 /// A limit of `max` requests per `window_secs`, per subject.
@@ -29,15 +28,10 @@ pub struct Decision {
 
 /// Fixed window, started by the first request: INCR, set the expiry on the
 /// first hit, report the count and the time left.
-const WINDOW_SCRIPT: &str = r#"
-local c = redis.call('INCR', KEYS[1])
-local ttl = redis.call('TTL', KEYS[1])
-if ttl < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
-return {c, ttl}
-"#;
+const WINDOW_SCRIPT: &str = concat!(crate::window_hit!(), "return {hit(KEYS[1], ARGV[1])}");
 
 pub async fn hit(redis: &impl Redis, limit: Limit, subject: &str) -> Result<Decision, RedisError> {
-    let key = format!("lvd:rl:{}:{subject}", limit.name);
+    let key = keys::rate_limit(limit.name, subject);
     let reply = redis
         .execute("EVAL", vec![WINDOW_SCRIPT.into(), Arg::Int(1), key.into(), Arg::Int(limit.window_secs as i64)])
         .await?;
@@ -60,7 +54,7 @@ return {c, redis.call('TTL', KEYS[1])}
 /// Whether one more would still be within `limit`, without counting it:
 /// for limits on failures, checked before the costly step that may fail.
 pub async fn peek(redis: &impl Redis, limit: Limit, subject: &str) -> Result<Decision, RedisError> {
-    let key = format!("lvd:rl:{}:{subject}", limit.name);
+    let key = keys::rate_limit(limit.name, subject);
     let reply = redis.execute("EVAL", vec![PEEK_SCRIPT.into(), Arg::Int(1), key.into()]).await?;
     let count = reply.first().and_then(Reply::int).unwrap_or(0).max(0) as u64;
     let ttl = reply.get(1).and_then(Reply::int).filter(|t| *t > 0).unwrap_or(limit.window_secs as i64) as u64;
@@ -82,24 +76,21 @@ pub struct Gate {
 /// The per-IP window, then EXISTS on the deny-list and the per-user window,
 /// each step only when the one before let the request through: exactly what
 /// three separate calls did, in one script.
-const GATE_SCRIPT: &str = r#"
-local function hit(key, window)
-  local c = redis.call('INCR', key)
-  local ttl = redis.call('TTL', key)
-  if ttl < 0 then redis.call('EXPIRE', key, window); ttl = tonumber(window) end
-  return c, ttl
-end
+const GATE_SCRIPT: &str = concat!(
+    crate::window_hit!(),
+    r#"
 local ip, ip_ttl = hit(KEYS[1], ARGV[1])
 if ip > tonumber(ARGV[2]) or KEYS[2] == '' then return {ip, ip_ttl, 0, -1, 0} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {ip, ip_ttl, 1, -1, 0} end
 local user, user_ttl = hit(KEYS[3], ARGV[3])
 return {ip, ip_ttl, 0, user, user_ttl}
-"#;
+"#
+);
 
 /// Runs the gate. `token` is the verified token's `(jti, user)`, if any.
 pub async fn gate(redis: &impl Redis, per_ip: Limit, ip: &str, token: Option<(&str, &str)>, per_user: Limit) -> Result<Gate, RedisError> {
     let (deny_key, user_key) = match token {
-        Some((jti, user)) => (format!("lvd:denied:{jti}"), format!("lvd:rl:{}:{user}", per_user.name)),
+        Some((jti, user)) => (keys::denied(jti), keys::rate_limit(per_user.name, user)),
         None => (String::new(), String::new()),
     };
     let reply = redis
@@ -108,7 +99,7 @@ pub async fn gate(redis: &impl Redis, per_ip: Limit, ip: &str, token: Option<(&s
             vec![
                 GATE_SCRIPT.into(),
                 Arg::Int(3),
-                format!("lvd:rl:{}:{ip}", per_ip.name).into(),
+                keys::rate_limit(per_ip.name, ip).into(),
                 deny_key.into(),
                 user_key.into(),
                 Arg::Int(per_ip.window_secs as i64),
@@ -134,11 +125,6 @@ pub async fn gate(redis: &impl Redis, per_ip: Limit, ip: &str, token: Option<(&s
     })
 }
 
-pub fn email_key(email: &str) -> String {
-    let digest = Sha256::digest(email.as_bytes());
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
-
 /// Failed logins counted per email over a sliding window; reaching the
 /// threshold sets a lock that lasts a full window from that failure.
 const FAILURE_SCRIPT: &str = r#"
@@ -156,7 +142,6 @@ pub const LOCKOUT_THRESHOLD: u64 = 10;
 pub const LOCKOUT_WINDOW_SECS: u64 = 15 * 60;
 
 pub async fn record_login_failure(redis: &impl Redis, email: &str, now_ms: i64) -> Result<(), RedisError> {
-    let k = email_key(email);
     let member = format!("{now_ms}-{}", uuid::Uuid::new_v4().simple());
     redis
         .execute(
@@ -164,8 +149,8 @@ pub async fn record_login_failure(redis: &impl Redis, email: &str, now_ms: i64) 
             vec![
                 FAILURE_SCRIPT.into(),
                 Arg::Int(2),
-                format!("lvd:login:fail:{k}").into(),
-                format!("lvd:login:lock:{k}").into(),
+                keys::login_failures(email).into(),
+                keys::login_lock(email).into(),
                 Arg::Int(now_ms),
                 Arg::Int((LOCKOUT_WINDOW_SECS * 1000) as i64),
                 Arg::Int(LOCKOUT_THRESHOLD as i64),
@@ -178,7 +163,7 @@ pub async fn record_login_failure(redis: &impl Redis, email: &str, now_ms: i64) 
 
 /// Seconds the account stays locked, or `None`.
 pub async fn login_locked_for(redis: &impl Redis, email: &str) -> Result<Option<u64>, RedisError> {
-    let reply = redis.execute("PTTL", vec![format!("lvd:login:lock:{}", email_key(email)).into()]).await?;
+    let reply = redis.execute("PTTL", vec![keys::login_lock(email).into()]).await?;
     Ok(match reply.first().and_then(Reply::int) {
         Some(ms) if ms > 0 => Some((ms as u64).div_ceil(1000)),
         _ => None,
@@ -186,7 +171,7 @@ pub async fn login_locked_for(redis: &impl Redis, email: &str) -> Result<Option<
 }
 
 pub async fn clear_login_failures(redis: &impl Redis, email: &str) -> Result<(), RedisError> {
-    redis.execute("DEL", vec![format!("lvd:login:fail:{}", email_key(email)).into()]).await.map(drop)
+    redis.execute("DEL", vec![keys::login_failures(email).into()]).await.map(drop)
 }
 
 /// Claims the right to start a new code of `purpose` for `email` now, and
@@ -203,15 +188,14 @@ return 0
 "#;
 
 pub async fn claim_code_send(redis: &impl Redis, purpose: &str, email: &str, interval_secs: i64) -> Result<bool, RedisError> {
-    let k = email_key(email);
     let reply = redis
         .execute(
             "EVAL",
             vec![
                 CLAIM_SCRIPT.into(),
                 Arg::Int(2),
-                format!("lvd:otp:sent:{purpose}:{k}").into(),
-                format!("lvd:otp:tries:{purpose}:{k}").into(),
+                keys::code_sent(purpose, email).into(),
+                keys::code_tries(purpose, email).into(),
                 Arg::Int(interval_secs),
             ],
         )
@@ -261,8 +245,7 @@ return {1, 0}
 "#;
 
 fn code_try_keys(purpose: &str, email: &str) -> (String, String) {
-    let k = email_key(email);
-    (format!("lvd:otp:tries:{purpose}:{k}"), format!("lvd:otp:fail:{purpose}:{k}"))
+    (keys::code_tries(purpose, email), keys::code_failures(purpose, email))
 }
 
 /// Takes one try at a code of `purpose` for `email`. `code_ttl_secs` bounds
@@ -327,10 +310,10 @@ pub async fn deny_token(redis: &impl Redis, jti: &str, ttl_secs: i64) -> Result<
     if ttl_secs <= 0 {
         return Ok(());
     }
-    redis.execute("SET", vec![format!("lvd:denied:{jti}").into(), "1".into(), "EX".into(), Arg::Int(ttl_secs)]).await.map(drop)
+    redis.execute("SET", vec![keys::denied(jti).into(), "1".into(), "EX".into(), Arg::Int(ttl_secs)]).await.map(drop)
 }
 
 pub async fn is_denied(redis: &impl Redis, jti: &str) -> Result<bool, RedisError> {
-    let reply = redis.execute("EXISTS", vec![format!("lvd:denied:{jti}").into()]).await?;
+    let reply = redis.execute("EXISTS", vec![keys::denied(jti).into()]).await?;
     Ok(reply.first().and_then(Reply::int) == Some(1))
 }

@@ -25,7 +25,11 @@ pub struct Problem {
     pub retry_after: Option<u64>,
     /// The methods for an `Allow` header (every 405 carries one, RFC 9110).
     #[serde(skip)]
-    pub allow: Option<&'static str>,
+    pub allow: Option<String>,
+    /// The limit decision for `RateLimit-*` headers, when one bound the
+    /// request; not part of the body.
+    #[serde(skip)]
+    pub rate_limit: Option<crate::limits::Decision>,
 }
 
 /// One offending input field, located by a JSON pointer.
@@ -73,6 +77,7 @@ impl Problem {
             errors: Vec::new(),
             retry_after: None,
             allow: None,
+            rate_limit: None,
         }
     }
 
@@ -88,14 +93,24 @@ impl Problem {
 
     /// 405 `method_not_allowed`; `allow` is what the path does accept
     /// (`"GET, HEAD"`), sent as the `Allow` header.
-    pub fn method_not_allowed(allow: &'static str) -> Self {
+    pub fn method_not_allowed(allow: impl Into<String>) -> Self {
         let mut p = Self::new(405, "method_not_allowed", "This path does not accept that method.");
-        p.allow = Some(allow);
+        p.allow = Some(allow.into());
         p
     }
 
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
+        self
+    }
+
+    /// 429 `rate_limited`, with the decision that refused.
+    pub fn rate_limited(decision: crate::limits::Decision) -> Self {
+        Self::new(429, "rate_limited", "Too many requests; retry after the time in Retry-After.").with_rate_limit(decision)
+    }
+
+    pub fn with_rate_limit(mut self, decision: crate::limits::Decision) -> Self {
+        self.rate_limit = Some(decision);
         self
     }
 
@@ -108,6 +123,16 @@ impl Problem {
         serde_json::to_vec(self).expect("a problem always serializes")
     }
 }
+
+/// A problem is also the error of a client's request that the contract
+/// refuses, so route groups can carry one in their error enums.
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.detail)
+    }
+}
+
+impl std::error::Error for Problem {}
 
 fn title_for(status: u16) -> &'static str {
     match status {

@@ -56,7 +56,7 @@ impl Schema {
         if !(schema.is_object() || schema.is_boolean()) {
             return Err(vec![FieldError::new("", "must be a JSON Schema: an object or a boolean")]);
         }
-        if let Some(pointer) = crate::events::nul_pointer(schema) {
+        if let Some(pointer) = crate::logs::nul_pointer(schema) {
             return Err(vec![FieldError::new(&pointer, "must not contain the NUL character (\\u0000): PostgreSQL cannot store it")]);
         }
         if let Some(pointer) = remote_ref(schema, String::new()) {

@@ -6,7 +6,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::{Db, DbError, Param, Row};
-use crate::events::EventName;
+use crate::logs::EventName;
 
 #[derive(Debug, Clone)]
 pub struct Rule {

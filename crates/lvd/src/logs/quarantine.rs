@@ -58,6 +58,27 @@ fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, String, i64)> {
     Some((at, parts.next()?.to_owned(), line))
 }
 
+/// Keeps a line PostgreSQL refused, with its reason, as line `line` of
+/// ingest entry `entry`; once only, however often the entry is settled. A
+/// line of an app deleted meanwhile goes with its app, as its stored
+/// neighbours would. Returns the rows kept (0 or 1).
+pub async fn keep(db: &impl Db, entry: &str, line: usize, text: &str, reason: &str) -> Result<u64, DbError> {
+    let app = super::rows::app_of(text).map_or(Param::Null, Param::Uuid);
+    db.execute(
+        "INSERT INTO quarantined_rows (entry_id, line, app_id, row_text, reason) \
+         SELECT $1, $2, $3, $4, $5 WHERE $3::uuid IS NULL OR EXISTS (SELECT 1 FROM apps WHERE id = $3) \
+         ON CONFLICT DO NOTHING",
+        &[entry.into(), Param::I32(i32::try_from(line).unwrap_or(i32::MAX)), app, Param::Bytes(text.as_bytes().to_vec()), reason.into()],
+    )
+    .await
+}
+
+/// Rows quarantined, of every app (for `/health/ready`).
+pub async fn count(db: &impl Db) -> Result<u64, DbError> {
+    let rows = db.query("SELECT count(*) FROM quarantined_rows", &[]).await?;
+    Ok(rows.first().map_or(Ok(0), |r| r.i64(0))?.max(0) as u64)
+}
+
 /// One page of the app's quarantined rows and the cursor of the next.
 pub async fn page(db: &impl Db, app: Uuid, page: &Page) -> Result<(Vec<Value>, Option<String>), DbError> {
     let rows = db

@@ -1,5 +1,5 @@
 //! Live figures of an app, read from the counters ingest keeps in Redis
-//! (`ingest::bucket_key`): never a scan of PostgreSQL. One Lua script reads
+//! (`keys::stats_bucket`): never a scan of PostgreSQL. One Lua script reads
 //! every bucket of the window in one round trip.
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -7,8 +7,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-use super::ingest::{OTHER, bucket_key, seen_key};
+use super::ingest::OTHER;
 use super::rfc3339;
+use crate::keys;
 use crate::kv::{Arg, Redis, RedisError, Reply};
 
 /// How many of the commonest errors the figures list.
@@ -134,8 +135,8 @@ pub async fn read(redis: &impl Redis, app: Uuid, window: Window, now: DateTime<U
     let current = now.timestamp().div_euclid(secs);
     let first = current - count + 1;
     let mut args: Vec<Arg> = vec![SCRIPT.into(), Arg::Int(count + 1)];
-    args.extend((first..=current).map(|i| Arg::from(bucket_key(app, unit, i))));
-    args.push(seen_key(app).into());
+    args.extend((first..=current).map(|i| Arg::from(keys::stats_bucket(app, unit, i))));
+    args.push(keys::stats_seen(app).into());
     let reply = redis.execute("EVAL", args).await?;
 
     let mut hashes = Vec::with_capacity(count as usize + 1);

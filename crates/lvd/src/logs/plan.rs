@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::EventName;
 use crate::apps::{self, store as apps_store};
 use crate::cache::{self, IngestApp, KeyValue, RuleVersions};
+use crate::keys;
 use crate::db::{Db, DbError};
 use crate::rules::{Schema, store as rules_store};
 
@@ -38,7 +39,7 @@ pub async fn cached_app_for_key(kv: &impl KeyValue, key: &str) -> CachedKey {
     if !key.starts_with(apps::KEY_PREFIX) {
         return CachedKey::Malformed;
     }
-    match cache::get::<IngestApp>(kv, &cache::app_key(&apps::ingest_key_hash(key))).await {
+    match cache::get::<IngestApp>(kv, &keys::cache::app(&apps::ingest_key_hash(key))).await {
         Ok(Some(app)) => CachedKey::App(app),
         _ => CachedKey::Uncached,
     }
@@ -50,7 +51,7 @@ pub async fn stored_app_for_key(kv: &impl KeyValue, db: &impl Db, key: &str) -> 
     let hash = apps::ingest_key_hash(key);
     let app = apps_store::by_key_hash(db, &hash).await?;
     if let Some(app) = &app {
-        let _ = cache::put(kv, &cache::app_key(&hash), app, cache::APP_TTL_SECS).await;
+        let _ = cache::put(kv, &keys::cache::app(&hash), app, cache::APP_TTL_SECS).await;
     }
     Ok(app)
 }
@@ -198,7 +199,7 @@ impl Plan {
 }
 
 async fn versions(kv: &impl KeyValue, db: &impl Db, app: Uuid) -> Result<RuleVersions, DbError> {
-    let key = cache::rules_key(app);
+    let key = keys::cache::rules(app);
     if let Ok(Some(v)) = cache::get::<RuleVersions>(kv, &key).await {
         return Ok(v);
     }
@@ -208,7 +209,7 @@ async fn versions(kv: &impl KeyValue, db: &impl Db, app: Uuid) -> Result<RuleVer
 }
 
 async fn schema(kv: &impl KeyValue, db: &impl Db, app: Uuid, event: &str, version: i64) -> Result<Option<serde_json::Value>, DbError> {
-    let key = cache::rule_key(app, version, event);
+    let key = keys::cache::rule(app, version, event);
     if let Ok(Some(s)) = cache::get(kv, &key).await {
         return Ok(Some(s));
     }

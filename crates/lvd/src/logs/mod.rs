@@ -7,6 +7,8 @@ pub mod live;
 pub mod plan;
 pub mod quarantine;
 pub mod query;
+pub mod rows;
+pub mod service;
 pub mod stats;
 
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -1,11 +1,11 @@
 //! The live stream's parts: the per-app tail of invalid events that ingest
-//! appends to (`ingest::invalid_stream`), read by position, and Server-Sent
+//! appends to (`keys::invalid_tail`), read by position, and Server-Sent
 //! Events framing. Positions are the Redis stream ids, so a client's
 //! `Last-Event-ID` says exactly where to resume.
 
 use uuid::Uuid;
 
-use super::ingest::invalid_stream;
+use crate::keys;
 use crate::kv::{Redis, RedisError, Reply};
 
 /// Whether `raw` is a Redis stream id (`<ms>-<seq>`), the only ids the
@@ -19,7 +19,7 @@ pub fn is_position(raw: &str) -> bool {
 /// The position of the newest invalid event (`0-0` when there is none):
 /// where a new client starts.
 pub async fn latest(redis: &impl Redis, app: Uuid) -> Result<String, RedisError> {
-    let reply = redis.execute("XREVRANGE", vec![invalid_stream(app).into(), "+".into(), "-".into(), "COUNT".into(), 1i64.into()]).await?;
+    let reply = redis.execute("XREVRANGE", vec![keys::invalid_tail(app).into(), "+".into(), "-".into(), "COUNT".into(), 1i64.into()]).await?;
     Ok(reply.first().and_then(text).unwrap_or_else(|| "0-0".to_owned()))
 }
 
@@ -27,7 +27,7 @@ pub async fn latest(redis: &impl Redis, app: Uuid) -> Result<String, RedisError>
 /// position and the event's JSON (as `GET /api/logs` shows it).
 pub async fn invalid_after(redis: &impl Redis, app: Uuid, position: &str, count: i64) -> Result<Vec<(String, String)>, RedisError> {
     let reply = redis
-        .execute("XRANGE", vec![invalid_stream(app).into(), format!("({position}").into(), "+".into(), "COUNT".into(), count.into()])
+        .execute("XRANGE", vec![keys::invalid_tail(app).into(), format!("({position}").into(), "+".into(), "COUNT".into(), count.into()])
         .await?;
     // Spin flattens the nested reply: each entry is (id, field, value).
     Ok(reply.chunks_exact(3).filter_map(|e| Some((text(&e[0])?, text(&e[2])?))).collect())

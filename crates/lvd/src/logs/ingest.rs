@@ -23,28 +23,15 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Incoming, rfc3339};
+use super::{Incoming, rfc3339, rows};
+use crate::keys;
 use crate::kv::{Arg, Redis, RedisError, Reply};
 use crate::limits::Decision;
 use crate::rules::{Schema, Violation};
 
-/// The stream the worker drains into `log_entries`.
-pub const STREAM: &str = "lvd:ingest";
-/// The field of a stream entry that holds a request's rows: the queues'
-/// entry field, so the worker reads this stream like any other queue.
-pub const ROW_FIELD: &str = crate::queues::FIELD;
-/// Newest invalid events of each app, for the live tail.
-pub fn invalid_stream(app: Uuid) -> String {
-    format!("lvd:invalid:{app}")
-}
-/// Counters of one app in one minute (`m`) or hour (`h`) bucket.
-pub fn bucket_key(app: Uuid, unit: char, index: i64) -> String {
-    format!("lvd:stats:{app}:{unit}:{index}")
-}
-/// When each event of an app was last seen (ms since the epoch).
-pub fn seen_key(app: Uuid) -> String {
-    format!("lvd:stats:{app}:seen")
-}
+/// The name of the per-ingest-key request limit (`crate::limits`): the
+/// ingest script counts it, and so does a lone malformed event.
+pub const KEY_LIMIT: &str = "ingest_key";
 /// How long buckets are kept: minutes serve the 15m and 1h windows, hours
 /// the 24h and 7d ones; both with room to spare.
 pub const MINUTE_TTL_SECS: i64 = 3 * 3600;
@@ -140,36 +127,6 @@ impl Judged {
         .expect("an event serializes")
     }
 
-    /// One line of `COPY log_entries (COLUMNS) FROM STDIN` text format.
-    pub fn copy_line(&self, app: Uuid) -> String {
-        let json = |v: &Value| serde_json::to_string(v).expect("JSON serializes");
-        let fields = [
-            Some(self.id.to_string()),
-            Some(app.to_string()),
-            Some(self.event.event.as_str().to_owned()),
-            Some(self.status.as_str().to_owned()),
-            Some(serde_json::to_string(&self.errors).expect("errors serialize")),
-            Some(json(&self.event.properties)),
-            self.event.context.as_ref().map(json),
-            self.event.timestamp.map(rfc3339),
-            Some(rfc3339(self.received_at)),
-            self.rule_version.map(|v| v.to_string()),
-            self.event.message_id.clone(),
-        ];
-        let mut line = String::with_capacity(256);
-        for (i, field) in fields.iter().enumerate() {
-            if i > 0 {
-                line.push('\t');
-            }
-            match field {
-                None => line.push_str("\\N"),
-                Some(text) => copy_escape(text, &mut line),
-            }
-        }
-        line.push('\n');
-        line
-    }
-
     /// The live counters this event adds to, each with the "other" field it
     /// folds into when its bucket is full: one for its status, one per
     /// error. Fields are JSON arrays, so no event name or pointer can forge
@@ -193,29 +150,8 @@ impl Judged {
     }
 }
 
-/// The columns of a `copy_line`, in order.
-pub const COPY_COLUMNS: &str =
-    "id, app_id, event, status, errors, properties, context, \"timestamp\", received_at, rule_version, message_id";
-
 fn json_text<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("strings serialize")
-}
-
-/// Escapes text for `COPY ... FROM STDIN` (text format).
-fn copy_escape(text: &str, out: &mut String) {
-    if !text.bytes().any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t')) {
-        out.push_str(text);
-        return;
-    }
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
 }
 
 /// What storage needs to know about the app beyond its events.
@@ -247,10 +183,10 @@ pub enum Outcome {
     Backlogged(Decision),
 }
 
-const SCRIPT: &str = r#"
-local c = redis.call('INCR', KEYS[6])
-local ttl = redis.call('TTL', KEYS[6])
-if ttl < 0 then redis.call('EXPIRE', KEYS[6], ARGV[2]); ttl = tonumber(ARGV[2]) end
+const SCRIPT: &str = concat!(
+    crate::window_hit!(),
+    r#"
+local c, ttl = hit(KEYS[6], ARGV[2])
 if c > tonumber(ARGV[1]) then return {0, c, ttl} end
 local n = tonumber(ARGV[9])
 if n > 0 and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[8]) then return {-1, c, ttl} end
@@ -296,7 +232,8 @@ if #rows > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[6])
 end
 return out
-"#;
+"#
+);
 
 /// Rate-limits the request and, when it may pass, stores `events` (possibly
 /// none: a batch of rejected events still counts against the limit).
@@ -305,22 +242,22 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
     let mut args: Vec<Arg> = vec![
         SCRIPT.into(),
         Arg::Int(6),
-        STREAM.into(),
-        invalid_stream(app).into(),
-        bucket_key(app, 'm', ms.div_euclid(60_000)).into(),
-        bucket_key(app, 'h', ms.div_euclid(3_600_000)).into(),
-        seen_key(app).into(),
-        format!("lvd:rl:ingest_key:{app}").into(),
+        keys::INGEST_STREAM.into(),
+        keys::invalid_tail(app).into(),
+        keys::stats_bucket(app, 'm', ms.div_euclid(60_000)).into(),
+        keys::stats_bucket(app, 'h', ms.div_euclid(3_600_000)).into(),
+        keys::stats_seen(app).into(),
+        keys::rate_limit(KEY_LIMIT, &app.to_string()).into(),
         settings.per_key_per_minute.into(),
         Arg::Int(60),
-        format!("lvd:dedup:{app}:").into(),
+        keys::dedup_prefix(app).into(),
         Arg::Int(settings.dedup_secs.max(1)),
         Arg::Int(MINUTE_TTL_SECS),
         Arg::Int(HOUR_TTL_SECS),
         Arg::Int(ms),
         settings.max_backlog.into(),
         Arg::Int(events.len() as i64),
-        ROW_FIELD.into(),
+        keys::FIELD.into(),
         Arg::Int(MAX_BUCKET_FIELDS),
         Arg::Int(INVALID_TAIL_LEN),
         OTHER.into(),
@@ -330,7 +267,7 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
         args.push(e.event.message_id.clone().unwrap_or_default().into());
         args.push(e.event.event.as_str().into());
         args.push(if e.status == Status::Invalid { e.view() } else { String::new() }.into());
-        args.push(e.copy_line(app).into());
+        args.push(rows::line(e, app).into());
         args.push(Arg::Int(fields.len() as i64));
         for (field, fold) in fields {
             args.push(field.into());
@@ -346,37 +283,31 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
         Some(1) => Outcome::Stored { decision, duplicates: (0..events.len()).map(|i| int(3 + i) == Some(1)).collect() },
         Some(0) => Outcome::RateLimited(decision),
         Some(-1) => Outcome::Backlogged(decision),
-        _ => return Err(RedisError(format!("unexpected ingest reply {reply:?}"))),
+        _ => return Err(RedisError(format!("unexpected ingest reply {reply:?}").into())),
     })
+}
+
+/// An unplanned event named `sign\up` with a non-ASCII `message_id`,
+/// for unit tests of what is built from events.
+#[cfg(test)]
+pub(crate) fn sample(properties: Value) -> Judged {
+    let event = Incoming {
+        event: super::EventName::parse("sign\\up".into()).unwrap(),
+        properties,
+        timestamp: None,
+        message_id: Some("m\u{e9}".into()),
+        context: None,
+    };
+    judge(event, None, Utc::now())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::EventName;
     use serde_json::json;
 
     fn judged(properties: Value) -> Judged {
-        let event = Incoming {
-            event: EventName::parse("sign\\up".into()).unwrap(),
-            properties,
-            timestamp: None,
-            message_id: Some("m\u{e9}".into()),
-            context: None,
-        };
-        judge(event, None, Utc::now())
-    }
-
-    #[test]
-    fn copy_lines_escape_what_copy_treats_specially() {
-        let line = judged(json!({"note": "a\tb\nc"})).copy_line(Uuid::nil());
-        let cols: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
-        assert_eq!(cols.len(), 11, "{line}");
-        assert_eq!(cols[2], "sign\\\\up");
-        // JSON already escapes the tab and newline; COPY doubles the backslash.
-        assert_eq!(cols[5], r#"{"note":"a\\tb\\nc"}"#);
-        assert_eq!((cols[6], cols[7], cols[9]), ("\\N", "\\N", "\\N"));
-        assert_eq!(cols[10], "m\u{e9}");
+        sample(properties)
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The one seam between domain logic and PostgreSQL. Components implement
-//! [`Db`] over `spin_sdk::pg`, the worker over tokio-postgres; every SQL
-//! statement lives in this crate, written once and tested against real
-//! PostgreSQL through both.
+//! [`Db`] over `spin:postgres` (`lvd-component`), the worker and tests over
+//! tokio-postgres ([`postgres::PgDb`], the `native` feature), which also
+//! offers [`CopyIn`], what Spin's interface lacks. Every SQL statement of
+//! the product lives in this crate, written once and run against real
+//! PostgreSQL through both adapters.
 //!
 //! Parameters and values are the few types the app needs.
 //!
@@ -30,6 +32,11 @@
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+pub use crate::cause::{Cause, ServerError};
+
+#[cfg(feature = "native")]
+pub mod postgres;
 
 /// Selects a `timestamptz` column as the `timestamp` of its UTC wall clock,
 /// the form Spin's PostgreSQL host can read (see the module docs):
@@ -121,26 +128,50 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row(pub Vec<Value>);
 
-/// A database fault. The text is for logs, never for clients.
+/// A database fault. The cause is for logs, never for clients.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    /// The server could not be reached: the app answers 503.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    /// The server could not be reached, or went away: the app answers 503.
+    #[error("database unavailable")]
+    Unavailable(#[source] Cause),
     /// A unique constraint was violated (SQLSTATE 23505).
-    #[error("unique violation: {0}")]
-    UniqueViolation(String),
-    #[error("query failed: {0}")]
-    Query(String),
+    #[error("unique violation")]
+    UniqueViolation(#[source] Cause),
+    /// The server refused the statement.
+    #[error("statement refused")]
+    Query(#[source] Cause),
     /// A row did not have the shape the statement promised.
     #[error("unexpected row shape: {0}")]
     Decode(String),
+}
+
+impl DbError {
+    /// PostgreSQL's own refusal (SQLSTATE and message), when that is the cause.
+    pub fn server(&self) -> Option<&ServerError> {
+        match self {
+            DbError::Unavailable(c) | DbError::UniqueViolation(c) | DbError::Query(c) => c.downcast_ref(),
+            DbError::Decode(_) => None,
+        }
+    }
 }
 
 #[allow(async_fn_in_trait)]
 pub trait Db {
     async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError>;
     async fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, DbError>;
+}
+
+/// What a native connection adds to [`Db`], for bulk writes: statements
+/// run as one batch on the same session (`BEGIN`, `COMMIT`, session setup),
+/// and `COPY ... FROM STDIN`. Spin's PostgreSQL interface has neither, so
+/// only the worker writes in bulk.
+#[allow(async_fn_in_trait)]
+pub trait CopyIn: Db {
+    /// Runs statements, without parameters, as one simple-query batch.
+    async fn batch(&self, sql: &str) -> Result<(), DbError>;
+    /// `COPY ... FROM STDIN`, text format: `chunks` are whole lines of COPY
+    /// text, sent in order. Returns the rows copied.
+    async fn copy_in(&self, sql: &str, chunks: &[&str]) -> Result<u64, DbError>;
 }
 
 impl Row {
