@@ -183,9 +183,9 @@ async fn variables_are_refused_in_spins_words() {
 /// key-value labels.
 fn manifest_with(dir: &TempDir, key_value_stores: &str, allowed_outbound_hosts: &str) -> std::path::PathBuf {
     let text = std::fs::read_to_string(repo_root().join("tests/fixtures/spin.toml")).unwrap();
-    let probe = repo_root().join("target/wasm32-wasip2/release/probe.wasm");
+    let target = repo_root().join("target/wasm32-wasip2/release/");
     let text = text
-        .replace("../../target/wasm32-wasip2/release/probe.wasm", probe.to_str().unwrap())
+        .replace("../../target/wasm32-wasip2/release/", target.to_str().unwrap())
         .replace(r#"key_value_stores = ["default"]"#, &format!("key_value_stores = {key_value_stores}"))
         .replace(
             r#"allowed_outbound_hosts = ["postgres://{{ database_host }}", "redis://{{ redis_host }}"]"#,

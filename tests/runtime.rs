@@ -127,6 +127,27 @@ async fn by_default_an_instance_serves_many_requests_as_spin_does() {
 }
 
 #[tokio::test]
+async fn a_wasi_http_0_2_component_gets_spins_headers_and_a_fresh_instance_per_request() {
+    let app = spawn_fixtures().await;
+    let mut served = Vec::new();
+    for _ in 0..20 {
+        let (status, body) = app.get_json("/p2/deep/path?x=1").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["headers"]["spin-path-info"], serde_json::json!(["/deep/path"]), "{body}");
+        assert_eq!(body["headers"]["spin-matched-route"], serde_json::json!(["/p2/..."]), "{body}");
+        served.push(body["served"].as_u64().unwrap());
+    }
+    // Spin runs spin-sdk 5 (wasi:http/incoming-handler@0.2) components in a
+    // new instance for every request, whatever the reuse flags say.
+    assert!(served.iter().all(|&n| n == 1), "a 0.2 instance was reused: {served:?}");
+
+    let upload = vec![b'x'; 3 << 20];
+    let resp = reqwest::Client::new().post(app.url("/p2/upload")).body(upload).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["ok"], 3 << 20, "the whole body reached the guest");
+}
+
+#[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     // lvd-runtime's own (Spin's `spin up` does not drain): always on it.
     let mut app = spawn_with(AppOptions { runtime: Some(TestRuntime::local()), ..AppOptions::fixtures() }).await;
@@ -205,12 +226,16 @@ fn runtime_wit_matches_the_pinned_spin_sdk() {
         .unwrap();
     assert!(metadata.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&metadata.stderr));
     let metadata: Value = serde_json::from_slice(&metadata.stdout).unwrap();
+    // The components' spin-sdk, pinned in the workspace's Cargo.toml; the
+    // spin-sdk 5 of the wasi:http 0.2 probe brings other interfaces.
+    let workspace = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let pin = workspace.split("spin-sdk = { version = \"=").nth(1).and_then(|r| r.split('"').next()).expect("the workspace pins spin-sdk");
     let sdk = metadata["packages"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["name"] == "spin-sdk")
-        .expect("spin-sdk is a dependency");
+        .find(|p| p["name"] == "spin-sdk" && p["version"] == pin)
+        .expect("the pinned spin-sdk is a dependency");
     let sdk_wit = std::path::Path::new(sdk["manifest_path"].as_str().unwrap()).parent().unwrap().join("wit/deps");
     let ours = repo_root().join("runtime/wit/deps");
 

@@ -2,8 +2,10 @@
 //! instance needs: the pre-instantiated component and the capabilities its
 //! manifest entry grants. Components are compiled once and pre-instantiated;
 //! instances come from a pooling allocator sized as Spin 4.0.2 sizes it
-//! (`crates/core/src/lib.rs`, the same `SPIN_*` variables), and each serves
-//! up to `max_instance_reuse_count` requests, as Spin's wasi:http 0.3 path.
+//! (`crates/core/src/lib.rs`, the same `SPIN_*` variables). A wasi:http 0.3
+//! instance serves up to `max_instance_reuse_count` requests, as Spin's 0.3
+//! path; a wasi:http 0.2 (`incoming-handler`) instance serves one, as Spin
+//! does for 0.2 whatever the flags say.
 
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -118,6 +120,12 @@ impl WasiHttpView for InstanceState {
     }
 }
 
+impl wasmtime_wasi_http::p2::WasiHttpView for InstanceState {
+    fn http(&mut self) -> wasmtime_wasi_http::p2::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::p2::WasiHttpCtxView { hooks: &mut self.outbound_http, table: &mut self.table, ctx: &mut self.http }
+    }
+}
+
 /// What one component is allowed, resolved once at start.
 pub struct Capabilities {
     pub id: String,
@@ -165,6 +173,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     spin::postgres::postgres::add_to_linker::<_, PgData>(&mut linker, |s| &mut s.pg)?;
     spin::key_value::key_value::add_to_linker::<_, KvData>(&mut linker, |s| &mut s.kv)?;
     spin::redis::redis::add_to_linker::<_, RedisData>(&mut linker, |s| &mut s.redis)?;
@@ -179,6 +188,8 @@ pub struct ComponentHandler {
     caps: Arc<Capabilities>,
     shared: Arc<Shared>,
     limits: Limits,
+    /// A wasi:http 0.3 component: its instances are reused.
+    reuse: bool,
 }
 
 impl HandlerState for ComponentHandler {
@@ -215,11 +226,11 @@ impl HandlerState for ComponentHandler {
     }
 
     fn max_instance_reuse_count(&self) -> usize {
-        self.limits.max_instance_reuse_count.pick()
+        if self.reuse { self.limits.max_instance_reuse_count.pick() } else { 1 }
     }
 
     fn max_instance_concurrent_reuse_count(&self) -> usize {
-        self.limits.max_instance_concurrent_reuse_count.pick()
+        if self.reuse { self.limits.max_instance_concurrent_reuse_count.pick() } else { 1 }
     }
 
     fn handle_worker_error(&self, error: wasmtime::Error) {
@@ -257,9 +268,19 @@ pub fn prepare(
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("component {:?} imports something this runtime does not provide", caps.id))?;
-    let pre = wasmtime_wasi_http::p3::bindings::ServicePre::new(pre).map_err(anyhow::Error::from).with_context(|| {
-        format!("component {:?} does not export wasi:http/handler@0.3.0-rc-2026-03-15 (build it with spin-sdk 6)", caps.id)
-    })?;
-    let handler = ComponentHandler { engine: engine.clone(), caps, shared, limits };
-    Ok(ProxyHandler::new(handler, ProxyPre::P3(pre)))
+    let p2 = component.component_type().exports(engine).any(|(name, _)| name.starts_with("wasi:http/incoming-handler@0.2"));
+    let pre = if p2 {
+        ProxyPre::P2(wasmtime_wasi_http::handler::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from).with_context(|| {
+            format!("component {:?} exports a wasi:http/incoming-handler@0.2 this runtime cannot call", caps.id)
+        })?)
+    } else {
+        ProxyPre::P3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre).map_err(anyhow::Error::from).with_context(|| {
+            format!(
+                "component {:?} exports neither wasi:http/handler@0.3.0-rc-2026-03-15 (spin-sdk 6) nor wasi:http/incoming-handler@0.2 (spin-sdk 5)",
+                caps.id
+            )
+        })?)
+    };
+    let handler = ComponentHandler { engine: engine.clone(), caps, shared, limits, reuse: !p2 };
+    Ok(ProxyHandler::new(handler, pre))
 }

@@ -49,3 +49,18 @@ impl WasiHttpHooks for OutboundHttp {
         })
     }
 }
+
+/// The same rule for wasi:http 0.2 guests.
+impl wasmtime_wasi_http::p2::WasiHttpHooks for OutboundHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+        config: wasmtime_wasi_http::p2::types::OutgoingRequestConfig,
+    ) -> wasmtime_wasi_http::p2::HttpResult<wasmtime_wasi_http::p2::types::HostFutureIncomingResponse> {
+        if !self.permits(request.uri()) {
+            tracing::warn!(uri = %request.uri(), "outbound HTTP request denied by allowed_outbound_hosts");
+            return Err(wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::HttpRequestDenied.into());
+        }
+        Ok(wasmtime_wasi_http::p2::default_send_request(request, config))
+    }
+}

@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use wasmtime::component::Accessor;
-use wasmtime_wasi_http::handler::{Proxy, ProxyHandler};
+use wasmtime_wasi_http::handler::{Proxy, ProxyHandler, ProxyPre};
 use wasmtime_wasi_http::p3::WasiHttpView;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 
@@ -236,12 +236,16 @@ fn body_error(e: hyper::Error) -> ErrorCode {
 type GuestBody = http_body_util::combinators::MapErr<Incoming, fn(hyper::Error) -> ErrorCode>;
 
 /// Runs one request in an instance of the component (a reused one if one is
-/// free) and returns the response as soon as
-/// its head is ready; the instance lives on until the body has been read.
+/// free, for wasi:http 0.3; a fresh one for 0.2) and returns the response as
+/// soon as its head is ready; the instance lives on until the body has been
+/// read.
 async fn execute<B>(handler: &ProxyHandler<ComponentHandler>, req: Request<B>) -> Result<Response<Body>>
 where
     B: hyper::body::Body<Data = Bytes, Error = ErrorCode> + Send + 'static,
 {
+    if matches!(handler.instance_pre(), ProxyPre::P2(_)) {
+        return execute_p2(handler, req).await;
+    }
     let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(req);
     let (tx, rx) = oneshot::channel();
     handler.spawn(
@@ -258,6 +262,66 @@ where
                     let response = response.map(|b| NotifyOnDrop { inner: b.boxed_unsync(), done: Some(done_tx) }.boxed_unsync());
                     if tx.send(response).is_ok() {
                         // Keep the instance's event loop alive until the body is sent.
+                        let _ = done_rx.await;
+                    }
+                    anyhow::Ok(())
+                }
+                .await;
+                if let Err(e) = result {
+                    tracing::error!("component error: {e:?}");
+                }
+            })
+        }),
+    );
+    Ok(rx.await?)
+}
+
+/// [`execute`] for a wasi:http 0.2 component: the guest sets its response
+/// through a `response-outparam` and may go on writing the body after, so
+/// the head is awaited while the call runs, and the call is driven to its
+/// end while the body streams.
+async fn execute_p2<B>(handler: &ProxyHandler<ComponentHandler>, req: Request<B>) -> Result<Response<Body>>
+where
+    B: hyper::body::Body<Data = Bytes, Error = ErrorCode> + Send + 'static,
+{
+    use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode as P2ErrorCode, Scheme};
+    let req = req.map(|b| b.map_err(|e| P2ErrorCode::InternalError(Some(format!("{e:?}")))));
+    let (tx, rx) = oneshot::channel();
+    handler.spawn(
+        None,
+        Box::new(move |store: &Accessor<InstanceState>, guest: &Proxy| {
+            Box::pin(async move {
+                let result = async {
+                    let Proxy::P2(guest) = guest else { anyhow::bail!("not a wasi:http@0.2 component") };
+                    let (head_tx, mut head_rx) = tokio::sync::oneshot::channel();
+                    let (request, out) = store.with(|mut s| {
+                        let mut http = wasmtime_wasi_http::p2::WasiHttpView::http(s.get());
+                        anyhow::Ok((http.new_incoming_request(Scheme::Http, req)?, http.new_response_outparam(head_tx)?))
+                    })?;
+                    let mut call = std::pin::pin!(guest.wasi_http_incoming_handler().call_handle(store, request, out));
+                    let mut returned = false;
+                    let head = tokio::select! {
+                        head = &mut head_rx => head,
+                        done = &mut call => {
+                            done?;
+                            returned = true;
+                            (&mut head_rx).await
+                        }
+                    };
+                    let response = match head {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(code)) => anyhow::bail!("the component answered with an error: {code:?}"),
+                        Err(_) => anyhow::bail!("the component returned without setting a response"),
+                    };
+                    let (done_tx, done_rx) = oneshot::channel();
+                    let response = response.map(|b| {
+                        let inner = b.map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}")))).boxed_unsync();
+                        NotifyOnDrop { inner, done: Some(done_tx) }.boxed_unsync()
+                    });
+                    if tx.send(response).is_ok() {
+                        if !returned {
+                            call.await?;
+                        }
                         let _ = done_rx.await;
                     }
                     anyhow::Ok(())
