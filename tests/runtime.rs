@@ -148,6 +148,22 @@ async fn a_wasi_http_0_2_component_gets_spins_headers_and_a_fresh_instance_per_r
 }
 
 #[tokio::test]
+async fn a_wasi_http_0_2_component_reaches_spin_3_variables_and_stores_as_its_manifest_grants() {
+    let app = spawn_fixtures().await;
+    assert_eq!(app.get_json("/p2/var?name=greeting").await.1, serde_json::json!({ "ok": "hello from 0.2" }));
+    let undefined = app.get_json("/p2/var?name=redis_url").await.1;
+    assert!(undefined["error"].as_str().unwrap().contains("Undefined(\"no variable for \\\"p2\\\".\\\"redis_url\\\""), "{undefined}");
+    let invalid = app.get_json("/p2/var?name=Bad").await.1;
+    assert!(invalid["error"].as_str().unwrap().contains("InvalidName("), "{invalid}");
+
+    assert_eq!(app.get_json("/p2/kv?label=default").await.1, serde_json::json!({ "ok": { "value": "v2", "exists": true } }));
+    assert_eq!(app.get_json("/p2/kv?label=other").await.1, serde_json::json!({ "error": "Error::AccessDenied" }));
+    // spin:postgres@4.0.0 is served by the 4.2.0 host through wasmtime's
+    // semver matching, as in Spin 4.0.2.
+    assert_eq!(app.get_json("/p2/pg").await.1, serde_json::json!({ "ok": 42 }));
+}
+
+#[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     // lvd-runtime's own (Spin's `spin up` does not drain): always on it.
     let mut app = spawn_with(AppOptions { runtime: Some(TestRuntime::local()), ..AppOptions::fixtures() }).await;
@@ -218,7 +234,7 @@ watch = ["trigger.txt"]
 }
 
 #[test]
-fn runtime_wit_matches_the_pinned_spin_sdk() {
+fn runtime_wit_matches_the_pinned_spin_sdks() {
     let metadata = std::process::Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--filter-platform", "wasm32-wasip2"])
         .current_dir(repo_root())
@@ -226,29 +242,43 @@ fn runtime_wit_matches_the_pinned_spin_sdk() {
         .unwrap();
     assert!(metadata.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&metadata.stderr));
     let metadata: Value = serde_json::from_slice(&metadata.stdout).unwrap();
-    // The components' spin-sdk, pinned in the workspace's Cargo.toml; the
-    // spin-sdk 5 of the wasi:http 0.2 probe brings other interfaces.
-    let workspace = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
-    let pin = workspace.split("spin-sdk = { version = \"=").nth(1).and_then(|r| r.split('"').next()).expect("the workspace pins spin-sdk");
-    let sdk = metadata["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "spin-sdk" && p["version"] == pin)
-        .expect("the pinned spin-sdk is a dependency");
-    let sdk_wit = std::path::Path::new(sdk["manifest_path"].as_str().unwrap()).parent().unwrap().join("wit/deps");
+    // The WIT directory of the spin-sdk `version` in the lock file.
+    let sdk_wit = |version: &str| {
+        let sdk = metadata["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "spin-sdk" && p["version"] == version)
+            .unwrap_or_else(|| panic!("spin-sdk {version} is a dependency"));
+        std::path::Path::new(sdk["manifest_path"].as_str().unwrap()).parent().unwrap().join("wit/deps")
+    };
+    // The components' spin-sdk is pinned in the workspace's Cargo.toml; the
+    // 0.2 probe's in its own (Spin 3.x's fermyon:spin@2.0.0 interfaces).
+    let pin = |manifest: &str| {
+        let text = std::fs::read_to_string(repo_root().join(manifest)).unwrap();
+        text.split("spin-sdk = { version = \"=").nth(1).and_then(|r| r.split('"').next()).expect("a pinned spin-sdk").to_owned()
+    };
+    let (p3, p2) = (pin("Cargo.toml"), pin("tests/fixtures/probe-p2/Cargo.toml"));
     let ours = repo_root().join("runtime/wit/deps");
 
     let mut compared = 0;
     for pkg in std::fs::read_dir(&ours).unwrap() {
         let pkg = pkg.unwrap();
+        // spin-sdk 5 names the fermyon:spin@2.0.0 directory `spin@2.0.0`.
+        let (version, dir) = match pkg.file_name().to_str().unwrap() {
+            "fermyon-spin@2.0.0" => (&p2, "spin@2.0.0".to_owned()),
+            other => (&p3, other.to_owned()),
+        };
         for file in std::fs::read_dir(pkg.path()).unwrap() {
             let file = file.unwrap();
-            let theirs = sdk_wit.join(pkg.file_name()).join(file.file_name());
+            if file.file_name() == "package.wit" {
+                continue; // ours alone: spin-sdk 5 declares the package in a world file that includes everything
+            }
+            let theirs = sdk_wit(version).join(&dir).join(file.file_name());
             let (a, b) = (std::fs::read_to_string(file.path()).unwrap(), std::fs::read_to_string(&theirs).unwrap_or_default());
-            assert_eq!(a, b, "{} differs from spin-sdk {}'s {}", file.path().display(), sdk["version"], theirs.display());
+            assert_eq!(a, b, "{} differs from spin-sdk {version}'s {}", file.path().display(), theirs.display());
             compared += 1;
         }
     }
-    assert_eq!(compared, 4, "expected the four Spin interfaces the runtime hosts");
+    assert_eq!(compared, 6, "expected the four Spin 4 interfaces and the two Spin 3 ones the runtime hosts");
 }

@@ -10,5 +10,7 @@ wasmtime::component::bindgen!({
         "spin:key-value/key-value@3.0.0.error" => spin::key_value::key_value::Error,
         "spin:redis/redis@3.0.0.error" => spin::redis::redis::Error,
         "spin:variables/variables@3.0.0.error" => spin::variables::variables::Error,
+        "fermyon:spin/variables@2.0.0.error" => fermyon::spin::variables::Error,
+        "fermyon:spin/key-value@2.0.0.error" => fermyon::spin::key_value::Error,
     },
 });

@@ -178,6 +178,8 @@ pub fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {
     spin::key_value::key_value::add_to_linker::<_, KvData>(&mut linker, |s| &mut s.kv)?;
     spin::redis::redis::add_to_linker::<_, RedisData>(&mut linker, |s| &mut s.redis)?;
     spin::variables::variables::add_to_linker::<_, VariablesData>(&mut linker, |s| &mut s.variables)?;
+    crate::bindings::fermyon::spin::variables::add_to_linker::<_, VariablesData>(&mut linker, |s| &mut s.variables)?;
+    crate::bindings::fermyon::spin::key_value::add_to_linker::<_, KvData>(&mut linker, |s| &mut s.kv)?;
     Ok(linker)
 }
 

@@ -1,5 +1,7 @@
-//! `spin:key-value/key-value@3.0.0` with the stores `runtime-config.toml`
-//! declares, as Spin 4.0.2 hosts them (`crates/factor-key-value`,
+//! `spin:key-value/key-value@3.0.0` (spin-sdk 6) and
+//! `fermyon:spin/key-value@2.0.0` (spin-sdk 5, Spin 3.x: the same store
+//! operations, called without concurrency) with the stores
+//! `runtime-config.toml` declares, as Spin 4.0.2 hosts them (`crates/factor-key-value`,
 //! `key-value-redis`, `key-value-spin`). A component may open only the
 //! labels its manifest entry lists in `key_value_stores` (`access-denied`
 //! otherwise), and a listed label with no store stops the app at start
@@ -28,6 +30,7 @@ use tokio::sync::OnceCell;
 use wasmtime::component::{Accessor, FutureReader, HasData, Resource, StreamReader};
 
 use super::table::Table;
+use crate::bindings::fermyon::spin::key_value as kv2;
 use crate::bindings::spin::key_value::key_value::{self as kv, Error};
 use crate::runtime_config::StoreConfig;
 
@@ -337,5 +340,57 @@ impl kv::HostStoreWithStore for KvData {
             let done = FutureReader::new(&mut a, async move { Ok::<_, wasmtime::Error>(result) })?;
             Ok((keys, done))
         })
+    }
+}
+
+/// The 2.0.0 interface's error for the 3.0.0 one's: the same variants.
+fn v2(e: Error) -> kv2::Error {
+    match e {
+        Error::StoreTableFull => kv2::Error::StoreTableFull,
+        Error::NoSuchStore => kv2::Error::NoSuchStore,
+        Error::AccessDenied => kv2::Error::AccessDenied,
+        Error::Other(m) => kv2::Error::Other(m),
+    }
+}
+
+impl kv2::Host for KvState {
+    fn convert_error(&mut self, err: kv2::Error) -> wasmtime::Result<kv2::Error> {
+        Ok(err)
+    }
+}
+
+impl kv2::HostStore for KvState {
+    async fn open(&mut self, label: String) -> Result<Resource<kv2::Store>, kv2::Error> {
+        if !self.allowed.contains(&label) {
+            return Err(kv2::Error::AccessDenied);
+        }
+        let store = self.stores.0.get(&label).cloned().ok_or(kv2::Error::NoSuchStore)?;
+        let open = store.open().await.map_err(v2)?;
+        self.open.push(open).map(Resource::new_own).map_err(|()| kv2::Error::StoreTableFull)
+    }
+
+    async fn get(&mut self, store: Resource<kv2::Store>, key: String) -> Result<Option<Vec<u8>>, kv2::Error> {
+        self.store(store.rep()).map_err(v2)?.get(key).await.map_err(v2)
+    }
+
+    async fn set(&mut self, store: Resource<kv2::Store>, key: String, value: Vec<u8>) -> Result<(), kv2::Error> {
+        self.store(store.rep()).map_err(v2)?.set(key, value).await.map_err(v2)
+    }
+
+    async fn delete(&mut self, store: Resource<kv2::Store>, key: String) -> Result<(), kv2::Error> {
+        self.store(store.rep()).map_err(v2)?.delete(key).await.map_err(v2)
+    }
+
+    async fn exists(&mut self, store: Resource<kv2::Store>, key: String) -> Result<bool, kv2::Error> {
+        self.store(store.rep()).map_err(v2)?.exists(key).await.map_err(v2)
+    }
+
+    async fn get_keys(&mut self, store: Resource<kv2::Store>) -> Result<Vec<String>, kv2::Error> {
+        self.store(store.rep()).map_err(v2)?.keys().await.map_err(v2)
+    }
+
+    async fn drop(&mut self, store: Resource<kv2::Store>) -> wasmtime::Result<()> {
+        self.open.remove(store.rep());
+        Ok(())
     }
 }

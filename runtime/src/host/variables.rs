@@ -1,5 +1,7 @@
-//! `spin:variables/variables@3.0.0`: a component sees only the variables its
-//! own manifest entry declares, already resolved from application variables.
+//! `spin:variables/variables@3.0.0` (spin-sdk 6) and
+//! `fermyon:spin/variables@2.0.0` (spin-sdk 5, Spin 3.x), one lookup behind
+//! both: a component sees only the variables its own manifest entry
+//! declares, already resolved from application variables.
 //! Names are checked and errors worded as Spin 4.0.2 does
 //! (`crates/expressions/src/lib.rs`, `Key::validate` and `get_template`).
 
@@ -7,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::component::{Accessor, HasData};
 
+use crate::bindings::fermyon::spin::variables as v2;
 use crate::bindings::spin::variables::variables::{self as v, Error};
 
 pub struct VariablesState {
@@ -50,16 +53,36 @@ fn validate(key: &str) -> Result<(), Error> {
     }
 }
 
+impl VariablesState {
+    /// The component's variable `name`, or Spin's error for it.
+    fn lookup(&self, name: &str) -> Result<String, Error> {
+        validate(name)?;
+        if self.values.is_empty() {
+            return Err(Error::Undefined(format!("no variable for component {:?}", &*self.component)));
+        }
+        self.values.get(name).cloned().ok_or_else(|| Error::Undefined(format!("no variable for {:?}.{name:?}", &*self.component)))
+    }
+}
+
 impl v::HostWithStore for VariablesData {
     async fn get<T>(accessor: &Accessor<T, Self>, name: String) -> Result<String, Error> {
-        validate(&name)?;
-        accessor.with(|mut a| {
-            let s = a.get();
-            if s.values.is_empty() {
-                return Err(Error::Undefined(format!("no variable for component {:?}", &*s.component)));
-            }
-            s.values.get(&name).cloned().ok_or_else(|| Error::Undefined(format!("no variable for {:?}.{name:?}", &*s.component)))
+        accessor.with(|mut a| a.get().lookup(&name))
+    }
+}
+
+/// The 2.0.0 interface: the same lookup, the same error variants.
+impl v2::Host for VariablesState {
+    async fn get(&mut self, name: String) -> Result<String, v2::Error> {
+        self.lookup(&name).map_err(|e| match e {
+            Error::InvalidName(m) => v2::Error::InvalidName(m),
+            Error::Undefined(m) => v2::Error::Undefined(m),
+            Error::Provider(m) => v2::Error::Provider(m),
+            Error::Other(m) => v2::Error::Other(m),
         })
+    }
+
+    fn convert_error(&mut self, err: v2::Error) -> wasmtime::Result<v2::Error> {
+        Ok(err)
     }
 }
 
