@@ -151,8 +151,8 @@ async fn a_wasi_http_0_2_component_gets_spins_headers_and_a_fresh_instance_per_r
 async fn a_wasi_http_0_2_component_reaches_spin_3_variables_and_stores_as_its_manifest_grants() {
     let app = spawn_fixtures().await;
     assert_eq!(app.get_json("/p2/var?name=greeting").await.1, serde_json::json!({ "ok": "hello from 0.2" }));
-    let undefined = app.get_json("/p2/var?name=redis_url").await.1;
-    assert!(undefined["error"].as_str().unwrap().contains("Undefined(\"no variable for \\\"p2\\\".\\\"redis_url\\\""), "{undefined}");
+    let undefined = app.get_json("/p2/var?name=nope").await.1;
+    assert!(undefined["error"].as_str().unwrap().contains("Undefined(\"no variable for \\\"p2\\\".\\\"nope\\\""), "{undefined}");
     let invalid = app.get_json("/p2/var?name=Bad").await.1;
     assert!(invalid["error"].as_str().unwrap().contains("InvalidName("), "{invalid}");
 
@@ -161,6 +161,10 @@ async fn a_wasi_http_0_2_component_reaches_spin_3_variables_and_stores_as_its_ma
     // spin:postgres@4.0.0 is served by the 4.2.0 host through wasmtime's
     // semver matching, as in Spin 4.0.2.
     assert_eq!(app.get_json("/p2/pg").await.1, serde_json::json!({ "ok": 42 }));
+    assert_eq!(app.get_json("/p2/redis").await.1, serde_json::json!({ "ok": 1 }));
+    assert_eq!(app.get_json("/p2/redis").await.1, serde_json::json!({ "ok": 2 }), "one Redis behind both calls");
+    let elsewhere = app.get_json("/p2/redis?address=redis%3A%2F%2F192.0.2.1%3A6379").await.1;
+    assert_eq!(elsewhere, serde_json::json!({ "error": "Error::InvalidAddress" }), "a host the manifest does not allow");
 }
 
 #[tokio::test]
@@ -280,5 +284,5 @@ fn runtime_wit_matches_the_pinned_spin_sdks() {
             compared += 1;
         }
     }
-    assert_eq!(compared, 6, "expected the four Spin 4 interfaces and the two Spin 3 ones the runtime hosts");
+    assert_eq!(compared, 7, "expected the four Spin 4 interfaces and the three Spin 3 ones the runtime hosts");
 }

@@ -12,5 +12,6 @@ wasmtime::component::bindgen!({
         "spin:variables/variables@3.0.0.error" => spin::variables::variables::Error,
         "fermyon:spin/variables@2.0.0.error" => fermyon::spin::variables::Error,
         "fermyon:spin/key-value@2.0.0.error" => fermyon::spin::key_value::Error,
+        "fermyon:spin/redis@2.0.0.error" => fermyon::spin::redis::Error,
     },
 });

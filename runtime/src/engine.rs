@@ -180,6 +180,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {
     spin::variables::variables::add_to_linker::<_, VariablesData>(&mut linker, |s| &mut s.variables)?;
     crate::bindings::fermyon::spin::variables::add_to_linker::<_, VariablesData>(&mut linker, |s| &mut s.variables)?;
     crate::bindings::fermyon::spin::key_value::add_to_linker::<_, KvData>(&mut linker, |s| &mut s.kv)?;
+    crate::bindings::fermyon::spin::redis::add_to_linker::<_, RedisData>(&mut linker, |s| &mut s.redis)?;
     Ok(linker)
 }
 

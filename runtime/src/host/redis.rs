@@ -1,4 +1,5 @@
-//! Outbound `spin:redis/redis@3.0.0`, as Spin hosts it: each `open` makes its
+//! Outbound `spin:redis/redis@3.0.0` and `fermyon:spin/redis@2.0.0` (the
+//! same operations, for spin-sdk 5 components), as Spin hosts them: each `open` makes its
 //! own multiplexed connection (so one guest's MULTI or SELECT never affects
 //! another's), after checking the address against `allowed_outbound_hosts`.
 //! Replies are flattened into a list exactly as Spin flattens them, and
@@ -117,12 +118,8 @@ impl r::HostConnectionWithStore for RedisData {
     }
 
     async fn get<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String) -> Result<Option<Payload>, Error> {
-        let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
-        let value: Option<Payload> = conn.get(&key).await.map_err(other)?;
-        if std::mem::size_of::<Option<Payload>>() + value.as_ref().map_or(0, Vec::len) > MAX_RESULT_BYTES {
-            return Err(Error::Other(format!("query result exceeds limit of {MAX_RESULT_BYTES} bytes")));
-        }
-        Ok(value)
+        let conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
+        get(conn, key).await
     }
 
     async fn set<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String, value: Payload) -> Result<(), Error> {
@@ -141,10 +138,8 @@ impl r::HostConnectionWithStore for RedisData {
     }
 
     async fn sadd<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String, values: Vec<String>) -> Result<u32, Error> {
-        let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
-        conn.sadd(&key, &values)
-            .await
-            .map_err(|e| if e.kind() == redis::ErrorKind::TypeError { Error::TypeError } else { other(e) })
+        let conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
+        sadd(conn, key, values).await
     }
 
     async fn smembers<T>(accessor: &Accessor<T, Self>, c: Resource<r::Connection>, key: String) -> Result<Vec<String>, Error> {
@@ -163,30 +158,145 @@ impl r::HostConnectionWithStore for RedisData {
         command: String,
         arguments: Vec<RedisParameter>,
     ) -> Result<Vec<RedisResult>, Error> {
-        let mut conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
-        let mut cmd = redis::cmd(&command);
-        for arg in arguments {
-            match arg {
-                RedisParameter::Int64(v) => cmd.arg(v),
-                RedisParameter::Binary(v) => cmd.arg(v),
-            };
+        let conn = accessor.with(|mut a| a.get().conn(c.rep()))?;
+        execute(conn, command, arguments).await
+    }
+}
+
+async fn get(mut conn: MultiplexedConnection, key: String) -> Result<Option<Payload>, Error> {
+    let value: Option<Payload> = conn.get(&key).await.map_err(other)?;
+    if std::mem::size_of::<Option<Payload>>() + value.as_ref().map_or(0, Vec::len) > MAX_RESULT_BYTES {
+        return Err(Error::Other(format!("query result exceeds limit of {MAX_RESULT_BYTES} bytes")));
+    }
+    Ok(value)
+}
+
+/// The one call whose type error is `type-error` rather than `other`, as in Spin.
+async fn sadd(mut conn: MultiplexedConnection, key: String, values: Vec<String>) -> Result<u32, Error> {
+    conn.sadd(&key, &values).await.map_err(|e| if e.kind() == redis::ErrorKind::TypeError { Error::TypeError } else { other(e) })
+}
+
+async fn execute(mut conn: MultiplexedConnection, command: String, arguments: Vec<RedisParameter>) -> Result<Vec<RedisResult>, Error> {
+    let mut cmd = redis::cmd(&command);
+    for arg in arguments {
+        match arg {
+            RedisParameter::Int64(v) => cmd.arg(v),
+            RedisParameter::Binary(v) => cmd.arg(v),
+        };
+    }
+    let Flattened(results) = cmd.query_async(&mut conn).await.map_err(other)?;
+    let size: usize = std::mem::size_of::<Vec<RedisResult>>()
+        + results
+            .iter()
+            .map(|r| {
+                std::mem::size_of::<RedisResult>()
+                    + match r {
+                        RedisResult::Binary(b) => b.len(),
+                        RedisResult::Status(s) => s.len(),
+                        _ => 0,
+                    }
+            })
+            .sum::<usize>();
+    if size > MAX_RESULT_BYTES {
+        return Err(Error::Other(format!("query result exceeds limit of {MAX_RESULT_BYTES} bytes")));
+    }
+    Ok(results)
+}
+
+/// `fermyon:spin/redis@2.0.0` (spin-sdk 5, Spin 3.x): the same calls, each
+/// error and result the same variant of the 2.0.0 types (Spin 3.6.3's
+/// `factor-outbound-redis` shares its operations with 3.0.0 the same way).
+mod v2 {
+    use super::*;
+    use crate::bindings::fermyon::spin::redis as r2;
+
+    fn error(e: Error) -> r2::Error {
+        match e {
+            Error::InvalidAddress => r2::Error::InvalidAddress,
+            Error::TooManyConnections => r2::Error::TooManyConnections,
+            Error::TypeError => r2::Error::TypeError,
+            Error::Other(m) => r2::Error::Other(m),
         }
-        let Flattened(results) = cmd.query_async(&mut conn).await.map_err(other)?;
-        let size: usize = std::mem::size_of::<Vec<RedisResult>>()
-            + results
-                .iter()
-                .map(|r| {
-                    std::mem::size_of::<RedisResult>()
-                        + match r {
-                            RedisResult::Binary(b) => b.len(),
-                            RedisResult::Status(s) => s.len(),
-                            _ => 0,
-                        }
+    }
+
+    impl r2::Host for RedisState {
+        fn convert_error(&mut self, err: r2::Error) -> wasmtime::Result<r2::Error> {
+            Ok(err)
+        }
+    }
+
+    impl RedisState {
+        fn conn2(&self, c: &Resource<r2::Connection>) -> Result<MultiplexedConnection, r2::Error> {
+            self.conn(c.rep()).map_err(error)
+        }
+    }
+
+    impl r2::HostConnection for RedisState {
+        async fn open(&mut self, address: String) -> Result<Resource<r2::Connection>, r2::Error> {
+            let conn = connect(&self.allowed, &address).await.map_err(error)?;
+            self.connections.push(conn).map(Resource::new_own).map_err(|()| r2::Error::TooManyConnections)
+        }
+
+        async fn publish(&mut self, c: Resource<r2::Connection>, channel: String, payload: Vec<u8>) -> Result<(), r2::Error> {
+            self.conn2(&c)?.publish::<_, _, ()>(&channel, &payload).await.map_err(|e| error(other(e)))
+        }
+
+        async fn get(&mut self, c: Resource<r2::Connection>, key: String) -> Result<Option<Vec<u8>>, r2::Error> {
+            get(self.conn2(&c)?, key).await.map_err(error)
+        }
+
+        async fn set(&mut self, c: Resource<r2::Connection>, key: String, value: Vec<u8>) -> Result<(), r2::Error> {
+            self.conn2(&c)?.set::<_, _, ()>(&key, &value).await.map_err(|e| error(other(e)))
+        }
+
+        async fn incr(&mut self, c: Resource<r2::Connection>, key: String) -> Result<i64, r2::Error> {
+            self.conn2(&c)?.incr(&key, 1).await.map_err(|e| error(other(e)))
+        }
+
+        async fn del(&mut self, c: Resource<r2::Connection>, keys: Vec<String>) -> Result<u32, r2::Error> {
+            self.conn2(&c)?.del(&keys).await.map_err(|e| error(other(e)))
+        }
+
+        async fn sadd(&mut self, c: Resource<r2::Connection>, key: String, values: Vec<String>) -> Result<u32, r2::Error> {
+            sadd(self.conn2(&c)?, key, values).await.map_err(error)
+        }
+
+        async fn smembers(&mut self, c: Resource<r2::Connection>, key: String) -> Result<Vec<String>, r2::Error> {
+            self.conn2(&c)?.smembers(&key).await.map_err(|e| error(other(e)))
+        }
+
+        async fn srem(&mut self, c: Resource<r2::Connection>, key: String, values: Vec<String>) -> Result<u32, r2::Error> {
+            self.conn2(&c)?.srem(&key, &values).await.map_err(|e| error(other(e)))
+        }
+
+        async fn execute(
+            &mut self,
+            c: Resource<r2::Connection>,
+            command: String,
+            arguments: Vec<r2::RedisParameter>,
+        ) -> Result<Vec<r2::RedisResult>, r2::Error> {
+            let arguments = arguments
+                .into_iter()
+                .map(|a| match a {
+                    r2::RedisParameter::Int64(v) => RedisParameter::Int64(v),
+                    r2::RedisParameter::Binary(v) => RedisParameter::Binary(v),
                 })
-                .sum::<usize>();
-        if size > MAX_RESULT_BYTES {
-            return Err(Error::Other(format!("query result exceeds limit of {MAX_RESULT_BYTES} bytes")));
+                .collect();
+            let results = execute(self.conn2(&c)?, command, arguments).await.map_err(error)?;
+            Ok(results
+                .into_iter()
+                .map(|r| match r {
+                    RedisResult::Nil => r2::RedisResult::Nil,
+                    RedisResult::Status(s) => r2::RedisResult::Status(s),
+                    RedisResult::Int64(n) => r2::RedisResult::Int64(n),
+                    RedisResult::Binary(b) => r2::RedisResult::Binary(b),
+                })
+                .collect())
         }
-        Ok(results)
+
+        async fn drop(&mut self, c: Resource<r2::Connection>) -> wasmtime::Result<()> {
+            self.connections.remove(c.rep());
+            Ok(())
+        }
     }
 }
