@@ -10,7 +10,7 @@ use lvd_component::deadline;
 use lvd_component::http::{self as h, Response};
 use lvd_component::redis::SpinRedis;
 use lvd_component::routes::{Route, Routes};
-use lvd_component::serve::{Config, serve};
+use lvd_component::serve::serve;
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::{http_service, variables};
 use std::collections::BTreeMap;
@@ -32,20 +32,12 @@ const ROUTES: Routes<Op> = Routes(&[
     Route { path: "/health/ready", methods: &[(Method::GET, Op::Ready)] },
 ]);
 
-/// Nothing to load: liveness touches nothing, and readiness reads where
-/// the dependencies are only when asked (a variable it cannot read is then
-/// a dependency it cannot reach).
-struct Ctx;
-
-impl Config for Ctx {
-    async fn load() -> Result<Self, variables::Error> {
-        Ok(Ctx)
-    }
-}
-
+/// Nothing to load up front: liveness touches nothing, and readiness reads
+/// where the dependencies are only when asked (a variable it cannot read is
+/// then a dependency it cannot reach).
 #[http_service]
 async fn handle(req: Request) -> impl IntoResponse {
-    serve::<Ctx, _>(NAME, req, async |req, _| match ROUTES.find(req.method(), req.uri().path()) {
+    serve::<(), _>(NAME, req, async |req, _| match ROUTES.find(req.method(), req.uri().path()) {
         Ok(at) => match at.op {
             Op::Live => h::json(200, &serde_json::json!({ "status": "ok" })),
             Op::Ready => ready().await,

@@ -9,9 +9,9 @@
 use lvd::problem::Problem;
 use lvd_component::http as h;
 use lvd_component::routes::{Route, Routes};
-use lvd_component::serve::{Config, serve};
+use lvd_component::serve::serve;
 use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::{http_service, variables};
+use spin_sdk::http_service;
 
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 const DASHBOARD: &str = include_str!(concat!(env!("OUT_DIR"), "/dashboard.html"));
@@ -30,21 +30,12 @@ const ROUTES: Routes<Op> = Routes(&[
     Route { path: "/dashboard", methods: &[(Method::GET, Op::Dashboard), (Method::HEAD, Op::Dashboard)] },
 ]);
 
-/// Nothing to load: the page and its assets are compiled in.
-struct Ctx;
-
-impl Config for Ctx {
-    async fn load() -> Result<Self, variables::Error> {
-        Ok(Ctx)
-    }
-}
-
 /// Also the app's catch-all route (`/...`): a path no other component
 /// serves is a 404 problem here, whatever the method, because the runtimes'
 /// own 404 is an empty body (Spin's), not the contract's problem document.
 #[http_service]
 async fn handle(req: Request) -> impl IntoResponse {
-    serve::<Ctx, _>("pages", req, async |req, _| match ROUTES.find(req.method(), req.uri().path()) {
+    serve::<(), _>("pages", req, async |req, _| match ROUTES.find(req.method(), req.uri().path()) {
         Ok(at) => match at.op {
             Op::Home => redirect("/dashboard"),
             Op::Dashboard => page(DASHBOARD, "text/html; charset=utf-8", "no-cache"),

@@ -34,6 +34,13 @@ pub trait Config: Sized {
     async fn load() -> Result<Self, spin_sdk::variables::Error>;
 }
 
+/// A component with nothing to load (health, pages).
+impl Config for () {
+    async fn load() -> Result<Self, spin_sdk::variables::Error> {
+        Ok(())
+    }
+}
+
 /// Loads `C` and runs `handle` with it. A configuration that cannot be
 /// loaded (a missing variable, a secret too short) is logged with the
 /// reason, every time, and answered 500: a component cannot refuse to start.
