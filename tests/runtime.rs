@@ -168,6 +168,23 @@ async fn a_wasi_http_0_2_component_reaches_spin_3_variables_and_stores_as_its_ma
 }
 
 #[tokio::test]
+async fn a_wasi_http_0_2_component_streams_a_body_larger_than_any_buffer() {
+    // The guest blocks writing until the client reads; the client reads only
+    // once the head has been forwarded. Spin awaits the head outside the
+    // guest's task; a runtime that did not would hang here.
+    let app = spawn_fixtures().await;
+    let resp = tokio::time::timeout(Duration::from_secs(20), async {
+        let resp = app.client.get(app.url("/p2/big?bytes=3000000")).send().await.unwrap();
+        (resp.status(), resp.bytes().await.unwrap())
+    })
+    .await
+    .expect("the body did not arrive within 20 s");
+    assert_eq!(resp.0, 200);
+    assert_eq!(resp.1.len(), 3_000_000);
+    assert!(resp.1.iter().all(|&b| b == b'x'));
+}
+
+#[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     // lvd-runtime's own (Spin's `spin up` does not drain): always on it.
     let mut app = spawn_with(AppOptions { runtime: Some(TestRuntime::local()), ..AppOptions::fixtures() }).await;

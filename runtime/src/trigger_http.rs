@@ -277,63 +277,62 @@ where
 }
 
 /// [`execute`] for a wasi:http 0.2 component: the guest sets its response
-/// through a `response-outparam` and may go on writing the body after, so
-/// the head is awaited while the call runs, and the call is driven to its
-/// end while the body streams.
+/// through a `response-outparam` and may go on writing the body after. The
+/// head is awaited here, outside the instance's task, as Spin does: a
+/// guest blocked in a write (`blocking-write-and-flush`) blocks its whole
+/// store, so a head forwarded from inside the task would never reach the
+/// client whose reading would unblock the write. The task drives the call
+/// to its end while the body streams, and keeps the instance until the
+/// server is done with the body.
 async fn execute_p2<B>(handler: &ProxyHandler<ComponentHandler>, req: Request<B>) -> Result<Response<Body>>
 where
     B: hyper::body::Body<Data = Bytes, Error = ErrorCode> + Send + 'static,
 {
     use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode as P2ErrorCode, Scheme};
     let req = req.map(|b| b.map_err(|e| P2ErrorCode::InternalError(Some(format!("{e:?}")))));
-    let (tx, rx) = oneshot::channel();
+    let (head_tx, mut head_rx) = tokio::sync::oneshot::channel();
+    let (returned_tx, returned_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
     handler.spawn(
         None,
         Box::new(move |store: &Accessor<InstanceState>, guest: &Proxy| {
             Box::pin(async move {
                 let result = async {
                     let Proxy::P2(guest) = guest else { anyhow::bail!("not a wasi:http@0.2 component") };
-                    let (head_tx, mut head_rx) = tokio::sync::oneshot::channel();
                     let (request, out) = store.with(|mut s| {
                         let mut http = wasmtime_wasi_http::p2::WasiHttpView::http(s.get());
                         anyhow::Ok((http.new_incoming_request(Scheme::Http, req)?, http.new_response_outparam(head_tx)?))
                     })?;
-                    let mut call = std::pin::pin!(guest.wasi_http_incoming_handler().call_handle(store, request, out));
-                    let mut returned = false;
-                    let head = tokio::select! {
-                        head = &mut head_rx => head,
-                        done = &mut call => {
-                            done?;
-                            returned = true;
-                            (&mut head_rx).await
-                        }
-                    };
-                    let response = match head {
-                        Ok(Ok(response)) => response,
-                        Ok(Err(code)) => anyhow::bail!("the component answered with an error: {code:?}"),
-                        Err(_) => anyhow::bail!("the component returned without setting a response"),
-                    };
-                    let (done_tx, done_rx) = oneshot::channel();
-                    let response = response.map(|b| {
-                        let inner = b.map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}")))).boxed_unsync();
-                        NotifyOnDrop { inner, done: Some(done_tx) }.boxed_unsync()
-                    });
-                    if tx.send(response).is_ok() {
-                        if !returned {
-                            call.await?;
-                        }
-                        let _ = done_rx.await;
-                    }
+                    guest.wasi_http_incoming_handler().call_handle(store, request, out).await?;
                     anyhow::Ok(())
                 }
                 .await;
-                if let Err(e) = result {
-                    tracing::error!("component error: {e:?}");
+                let _ = returned_tx.send(());
+                match result {
+                    Ok(()) => {
+                        let _ = done_rx.await;
+                    }
+                    Err(e) => tracing::error!("component error: {e:?}"),
                 }
             })
         }),
     );
-    Ok(rx.await?)
+    // The head as soon as the guest sets it; once the call has returned,
+    // the head it set before returning, or none.
+    let head = tokio::select! {
+        biased;
+        head = &mut head_rx => head.ok(),
+        _ = returned_rx => head_rx.try_recv().ok(),
+    };
+    let response = match head {
+        Some(Ok(response)) => response,
+        Some(Err(code)) => anyhow::bail!("the component answered with an error: {code:?}"),
+        None => anyhow::bail!("the component returned without setting a response"),
+    };
+    Ok(response.map(|b| {
+        let inner = b.map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}")))).boxed_unsync();
+        NotifyOnDrop { inner, done: Some(done_tx) }.boxed_unsync()
+    }))
 }
 
 /// A body that signals when the server has finished with it (or dropped it).
