@@ -280,6 +280,9 @@ fn runtime_wit_matches_the_pinned_spin_sdks() {
         text.split("spin-sdk = { version = \"=").nth(1).and_then(|r| r.split('"').next()).expect("a pinned spin-sdk").to_owned()
     };
     let (p3, p2) = (pin("Cargo.toml"), pin("tests/fixtures/probe-p2/Cargo.toml"));
+    let workspace = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let product_p2 = workspace.split("spin-sdk-p2 = { package = \"spin-sdk\", version = \"=").nth(1).and_then(|r| r.split('"').next());
+    assert_eq!(product_p2, Some(p2.as_str()), "the product's 0.2 build and the 0.2 probe pin one spin-sdk");
     let ours = repo_root().join("runtime/wit/deps");
 
     let mut compared = 0;
@@ -302,4 +305,29 @@ fn runtime_wit_matches_the_pinned_spin_sdks() {
         }
     }
     assert_eq!(compared, 7, "expected the four Spin 4 interfaces and the three Spin 3 ones the runtime hosts");
+}
+
+#[test]
+fn spin_p2_toml_is_spin_toml_but_for_where_the_components_come_from() {
+    // Everything a host reads (routes, variables, grants, stores) must be the
+    // same in both builds' manifests; only each component's artifact and
+    // build command differ, and those name the 0.2 build.
+    let read = |name: &str| std::fs::read_to_string(repo_root().join(name)).unwrap();
+    let (p3, p2) = (read("spin.toml"), read("spin-p2.toml"));
+    let body = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| l.starts_with('#'))
+            .filter(|l| !l.starts_with("source = ") && !l.starts_with("command = "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(body(&p2), body(&p3), "spin-p2.toml differs from spin.toml beyond sources and build commands");
+    let sources: Vec<&str> = p2.lines().filter(|l| l.starts_with("source = ")).collect();
+    let commands: Vec<&str> = p2.lines().filter(|l| l.starts_with("command = ")).collect();
+    assert_eq!(sources.len(), 6, "{sources:?}");
+    assert_eq!(commands.len(), sources.len(), "{commands:?}");
+    for (source, command) in sources.iter().zip(&commands) {
+        assert!(source.starts_with("source = \"target/p2/wasm32-wasip2/release/"), "{source}");
+        assert!(command.contains("--no-default-features --features p2 --target-dir target/p2"), "{command}");
+    }
 }

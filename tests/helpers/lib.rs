@@ -6,7 +6,9 @@
 //! Spin with `LVD_TEST_RUNTIME=spin` (the binary from `LVD_SPIN_BIN`, by
 //! default `.tools/spin`): the same manifest, flags and environment, so the
 //! whole suite proves the product under either. CI cannot build Spin and
-//! uses the local runtime. The binaries and the components must be built
+//! uses the local runtime. `LVD_TEST_BUILD=p2` runs the product's wasi:http
+//! 0.2 build (`spin-p2.toml`, built by `build_p2` in script/setup) instead
+//! of the default 0.3 one (`spin.toml`). The binaries and the components must be built
 //! first; `script/test` does that (it is what CI runs).
 
 use std::path::{Path, PathBuf};
@@ -164,9 +166,20 @@ pub struct AppOptions {
     pub postgres: Option<String>,
 }
 
+/// The product's manifest for the build `LVD_TEST_BUILD` asks for: `p3`
+/// (the default, `spin.toml`) or `p2` (`spin-p2.toml`).
+pub fn product_manifest() -> PathBuf {
+    let name = match std::env::var("LVD_TEST_BUILD").unwrap_or_default().as_str() {
+        "" | "p3" => "spin.toml",
+        "p2" => "spin-p2.toml",
+        other => panic!("LVD_TEST_BUILD={other:?}: expected \"p3\" or \"p2\""),
+    };
+    repo_root().join(name)
+}
+
 impl AppOptions {
     pub fn product() -> Self {
-        Self { manifest: repo_root().join("spin.toml"), env: vec![], unset: vec![], extra_args: vec![], runtime_config: None, runtime: None, postgres: None }
+        Self { manifest: product_manifest(), env: vec![], unset: vec![], extra_args: vec![], runtime_config: None, runtime: None, postgres: None }
     }
 
     pub fn fixtures() -> Self {

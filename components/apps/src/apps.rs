@@ -6,7 +6,7 @@ use lvd::keys;
 use lvd::input::Fields;
 use lvd_component::http::{self as h, Response};
 use serde_json::{Value, json};
-use spin_sdk::http::Request;
+use lvd_component::Request;
 use uuid::Uuid;
 
 use crate::{Ctx, Error, owned_app};

@@ -5,6 +5,7 @@
 mod apps;
 mod rules;
 
+use http::Method;
 use lvd::cache::KvError;
 use lvd::db::DbError;
 use lvd::problem::{FieldError, Problem};
@@ -14,8 +15,7 @@ use lvd_component::http::{self as h, Response};
 use lvd_component::kv::SpinKv;
 use lvd_component::routes::{Matched, Route, Routes};
 use lvd_component::serve::{self, Config, answer, serve};
-use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::{http_service, variables};
+use lvd_component::{Reply, Request, variables};
 use uuid::Uuid;
 
 const NAME: &str = "apps";
@@ -61,8 +61,9 @@ impl Config for Ctx {
     }
 }
 
-#[http_service]
-async fn handle(req: Request) -> impl IntoResponse {
+lvd_component::entry!(handle);
+
+async fn handle(req: Request) -> Reply {
     serve::<Ctx, _>(NAME, req, async |req, ctx| {
         let (claims, decision) = match api::admit(&Gate::for_api(&ctx.common).await, &req).await {
             Ok(admitted) => admitted,

@@ -11,7 +11,7 @@ use lvd::problem::{FieldError, Problem};
 use lvd::rules::{Schema, store};
 use lvd_component::http::{self as h, Response};
 use serde_json::{Map, Value, json};
-use spin_sdk::http::Request;
+use lvd_component::Request;
 use uuid::Uuid;
 
 use crate::{Ctx, Error, owned_app};

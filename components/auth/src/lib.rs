@@ -5,6 +5,7 @@
 //!
 //! Every reply carries the per-IP `RateLimit-*` headers.
 
+use http::Method;
 use lvd::auth::cookie;
 use lvd::auth::email::Email;
 use lvd::auth::otp::Code;
@@ -19,8 +20,7 @@ use lvd_component::http::{self as h, Response};
 use lvd_component::redis::SpinRedis;
 use lvd_component::routes::{Route, Routes};
 use lvd_component::serve::{Config, answer, serve};
-use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::{http_service, variables};
+use lvd_component::{Request, variables};
 
 const NAME: &str = "auth";
 
@@ -76,8 +76,9 @@ impl Ctx {
     }
 }
 
-#[http_service]
-async fn handle(req: Request) -> impl IntoResponse {
+lvd_component::entry!(handle);
+
+async fn handle(req: Request) -> lvd_component::Reply {
     serve::<Ctx, _>(NAME, req, async |req, ctx| {
         let ip = h::client_ip(&req, &ctx.trusted_proxies).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let decision = match limits::hit(&ctx.redis, ctx.per_ip, &ip).await {

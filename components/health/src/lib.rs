@@ -4,6 +4,7 @@
 //! Readiness must answer within 2 s even when a dependency hangs, so every
 //! probe races a deadline; it never reports driver text, only a verdict.
 
+use http::Method;
 use lvd::health::{Probe, RETRY_AFTER_SECS, Readiness};
 use lvd_component::db::SpinDb;
 use lvd_component::deadline;
@@ -11,8 +12,7 @@ use lvd_component::http::{self as h, Response};
 use lvd_component::redis::SpinRedis;
 use lvd_component::routes::{Route, Routes};
 use lvd_component::serve::serve;
-use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::{http_service, variables};
+use lvd_component::{Reply, Request, variables};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -32,11 +32,12 @@ const ROUTES: Routes<Op> = Routes(&[
     Route { path: "/health/ready", methods: &[(Method::GET, Op::Ready)] },
 ]);
 
+lvd_component::entry!(handle);
+
 /// Nothing to load up front: liveness touches nothing, and readiness reads
 /// where the dependencies are only when asked (a variable it cannot read is
 /// then a dependency it cannot reach).
-#[http_service]
-async fn handle(req: Request) -> impl IntoResponse {
+async fn handle(req: Request) -> Reply {
     serve::<(), _>(NAME, req, async |req, _| match ROUTES.find(req.method(), req.uri().path()) {
         Ok(at) => match at.op {
             Op::Live => h::json(200, &serde_json::json!({ "status": "ok" })),

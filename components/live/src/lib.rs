@@ -21,7 +21,7 @@
 //! the caller without a database query. Hits and misses are counted in
 //! Redis (`lvd:metrics:cache:stats:{hit,miss}`) for `/metrics`.
 
-use futures::SinkExt;
+use http::Method;
 use lvd::auth::tokens::Claims;
 use lvd::cause::chain;
 use lvd::cache;
@@ -35,15 +35,14 @@ use lvd::problem::{FieldError, Problem};
 use lvd_component::api::{self, Gate};
 use lvd_component::config::{self, Common};
 use lvd_component::db::SpinDb;
+use lvd_component::host::{self, BodySink};
 use lvd_component::http::{self as h, Response};
 use lvd_component::kv::SpinKv;
 use lvd_component::redis::SpinRedis;
 use lvd_component::routes::{Route, Routes};
 use lvd_component::serve::{self, Config, Reply, answer, serve};
+use lvd_component::{Request, variables};
 use serde::{Deserialize, Serialize};
-use spin_sdk::http::body::stream;
-use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::http_service;
 use uuid::Uuid;
 
 const NAME: &str = "live";
@@ -84,21 +83,22 @@ struct Ctx {
 }
 
 impl Config for Ctx {
-    async fn load() -> Result<Self, spin_sdk::variables::Error> {
+    async fn load() -> Result<Self, variables::Error> {
         Ok(Self { common: Common::load().await?, stream_secs: config::number("live_stream_seconds", STREAM_SECS).await? })
     }
 }
 
-#[http_service]
-async fn handle(req: Request) -> impl IntoResponse {
+lvd_component::entry!(handle);
+
+async fn handle(req: Request) -> Reply {
     serve::<Ctx, _>(NAME, req, async |req, ctx| {
         let (claims, decision) = match api::admit(&Gate::for_api(&ctx.common).await, &req).await {
             Ok(admitted) => admitted,
-            Err(resp) => return resp.into_response(),
+            Err(resp) => return resp.into(),
         };
         match route(&req, ctx, &claims, &decision).await {
             Ok(reply) => reply,
-            Err(e) => h::with_rate_limit(answer(NAME, Err(e), problem), &decision).into_response(),
+            Err(e) => h::with_rate_limit(answer(NAME, Err(e), problem), &decision).into(),
         }
     })
     .await
@@ -108,8 +108,8 @@ async fn route(req: &Request, ctx: &Ctx, claims: &Claims, decision: &Decision) -
     let at = ROUTES.find(req.method(), req.uri().path())?;
     let app: Uuid = at.param("app").parse().map_err(|_| Error::NotFound)?;
     Ok(match at.op {
-        Op::Figures => h::with_rate_limit(figures(req, &ctx.common, claims.sub, app).await?, decision).into_response(),
-        Op::Live => h::with_rate_limit(live(req, ctx, claims, app).await?, decision).into_response(),
+        Op::Figures => h::with_rate_limit(figures(req, &ctx.common, claims.sub, app).await?, decision).into(),
+        Op::Live => live(req, ctx, claims, decision, app).await?,
     })
 }
 
@@ -150,12 +150,7 @@ async fn fresh(kv: &SpinKv, redis: &SpinRedis, app: Uuid, window: Window, owner:
     Ok(body)
 }
 
-async fn live(
-    req: &Request,
-    ctx: &Ctx,
-    claims: &Claims,
-    app: Uuid,
-) -> Result<http::Response<impl http_body::Body<Data = bytes::Bytes, Error = anyhow::Error> + 'static>, Error> {
+async fn live(req: &Request, ctx: &Ctx, claims: &Claims, decision: &Decision, app: Uuid) -> Result<Reply, Error> {
     let (caller, window) = (claims.sub, window(req)?);
     lvd::apps::store::get(&ctx.common.db, caller, app).await?.ok_or(Error::NotFound)?;
     let resume = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim).filter(|id| live::is_position(id));
@@ -164,15 +159,13 @@ async fn live(
         Some(id) => id.to_owned(),
         None => live::latest(&redis, app).await?,
     };
-    let (tx, body) = stream::<String>();
     let stream = Stream { db: ctx.common.db.another(), redis, claims: claims.clone(), app, window, position, secs: ctx.stream_secs };
-    spin_sdk::wasip3::spawn(stream.run(tx));
-    let mut resp = http::Response::new(body);
-    let headers = resp.headers_mut();
+    let mut head = http::Response::new(());
+    let headers = head.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
     headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     headers.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
-    Ok(resp)
+    Ok(serve::streamed(h::with_rate_limit(head, decision), move |sink| stream.run(sink)))
 }
 
 /// One live response's task: what it needs once the handler has returned.
@@ -190,7 +183,7 @@ struct Stream {
 impl Stream {
     /// Sends until the stream's time is up, the client leaves, or what
     /// admitted it no longer holds.
-    async fn run(mut self, mut tx: futures::channel::mpsc::Sender<String>) {
+    async fn run(mut self, mut tx: BodySink) {
         let kv = SpinKv::default();
         let started = std::time::Instant::now();
         let (mut last_stats, mut last_check) = (None::<std::time::Instant>, std::time::Instant::now());
@@ -217,7 +210,7 @@ impl Stream {
             if !out.is_empty() && tx.send(out).await.is_err() {
                 return; // the client left
             }
-            spin_sdk::time::sleep(POLL).await;
+            host::sleep(POLL).await;
         }
     }
 

@@ -4,6 +4,7 @@
 //! safe. `GET` lists a user's stored events (Bearer token), newest first,
 //! keyset-paginated.
 
+use http::Method;
 use lvd::cache::IngestApp;
 use lvd::db::DbError;
 use lvd::logs::plan::{Compiled, PlanError};
@@ -16,8 +17,7 @@ use lvd_component::http::{self as h, Response};
 use lvd_component::kv::SpinKv;
 use lvd_component::routes::{Route, Routes};
 use lvd_component::serve::{self, Config, answer, serve};
-use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::{http_service, variables};
+use lvd_component::{Reply, Request, variables};
 
 const NAME: &str = "logs";
 
@@ -55,8 +55,9 @@ impl Ctx {
     }
 }
 
-#[http_service]
-async fn handle(req: Request) -> impl IntoResponse {
+lvd_component::entry!(handle);
+
+async fn handle(req: Request) -> Reply {
     serve::<Ctx, _>(NAME, req, async |req, ctx| {
         let op = match ROUTES.find(req.method(), req.uri().path()) {
             Ok(m) => m.op,

@@ -6,12 +6,12 @@
 //! Everything comes from this origin: the Content-Security-Policy allows
 //! nothing else (no CDN, no inline script or style, no framing).
 
+use http::Method;
 use lvd::problem::Problem;
 use lvd_component::http as h;
 use lvd_component::routes::{Route, Routes};
 use lvd_component::serve::serve;
-use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::http_service;
+use lvd_component::{Reply, Request};
 
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 const DASHBOARD: &str = include_str!(concat!(env!("OUT_DIR"), "/dashboard.html"));
@@ -30,11 +30,12 @@ const ROUTES: Routes<Op> = Routes(&[
     Route { path: "/dashboard", methods: &[(Method::GET, Op::Dashboard), (Method::HEAD, Op::Dashboard)] },
 ]);
 
+lvd_component::entry!(handle);
+
 /// Also the app's catch-all route (`/...`): a path no other component
 /// serves is a 404 problem here, whatever the method, because the runtimes'
 /// own 404 is an empty body (Spin's), not the contract's problem document.
-#[http_service]
-async fn handle(req: Request) -> impl IntoResponse {
+async fn handle(req: Request) -> Reply {
     serve::<(), _>("pages", req, async |req, _| match ROUTES.find(req.method(), req.uri().path()) {
         Ok(at) => match at.op {
             Op::Home => redirect("/dashboard"),

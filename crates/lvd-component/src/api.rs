@@ -6,7 +6,7 @@
 use lvd::auth::tokens::{self, Claims};
 use lvd::limits::{self, Decision, Limit};
 use lvd::problem::Problem;
-use spin_sdk::http::Request;
+use crate::host::Request;
 
 use crate::config::{self, Common};
 use crate::http::{self as h, Response};

@@ -1,7 +1,7 @@
 //! The settings every data-handling component reads from its Spin variables:
 //! where PostgreSQL and Redis are, the token key, and the trusted proxies.
 
-use spin_sdk::variables;
+use crate::host::variables;
 
 use crate::db::SpinDb;
 use crate::redis::SpinRedis;

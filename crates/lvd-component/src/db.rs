@@ -1,13 +1,14 @@
-//! `lvd::db::Db` over `spin:postgres`. The connection opens on first use, so
+//! `lvd::db::Db` over `spin:postgres` (4.2.0 in the wasi:http 0.3 build,
+//! 4.0.0 in the 0.2 one: the same values and errors). The connection opens on first use, so
 //! a request that needs no database never touches it. A statement that has
 //! not finished (rows read included) within [`deadline::POSTGRES`] is the
 //! database unavailable: Spin's client waits for ever on a server that
 //! stops answering.
 
 use lvd::db::{Db, DbError, Param, Row, ServerError, Value};
-use spin_sdk::pg::{self, DbValue, ParameterValue};
 
 use crate::deadline;
+use crate::host::pg::{self, DbValue, ParameterValue};
 
 fn timed_out() -> DbError {
     DbError::Unavailable(format!("no answer within {:?}", deadline::POSTGRES).into())
@@ -33,7 +34,7 @@ impl SpinDb {
         if let Some(c) = self.conn.get() {
             return Ok(c);
         }
-        let c = pg::Connection::open(&self.url).await.map_err(|e| DbError::Unavailable(format!("{e:?}").into()))?;
+        let c = pg::open(&self.url).await.map_err(|e| DbError::Unavailable(format!("{e:?}").into()))?;
         Ok(self.conn.get_or_init(|| c))
     }
 }
@@ -93,13 +94,6 @@ fn error(e: pg::PgError) -> DbError {
     }
 }
 
-fn sdk_error(e: pg::Error) -> DbError {
-    match e {
-        pg::Error::PgError(e) => error(e),
-        other => DbError::Query(other.to_string().into()),
-    }
-}
-
 impl Db for SpinDb {
     async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError> {
         deadline::within(deadline::POSTGRES, self.query_now(sql, params)).await.unwrap_or_else(|| Err(timed_out()))
@@ -113,20 +107,12 @@ impl Db for SpinDb {
 impl SpinDb {
     async fn query_now(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError> {
         let conn = self.conn().await?;
-        let params: Vec<ParameterValue> = params.iter().map(param).collect();
-        let result = conn.query(sql, params).await.map_err(sdk_error)?;
-        let mut rows = Vec::new();
-        let mut result = result;
-        while let Some(row) = result.rows().next().await {
-            rows.push(Row(row.iter().map(value).collect()));
-        }
-        result.result().await.map_err(sdk_error)?;
-        Ok(rows)
+        let rows = pg::query(conn, sql, params.iter().map(param).collect()).await.map_err(error)?;
+        Ok(rows.iter().map(|row| Row(row.iter().map(value).collect())).collect())
     }
 
     async fn execute_now(&self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
         let conn = self.conn().await?;
-        let params: Vec<ParameterValue> = params.iter().map(param).collect();
-        conn.execute(sql, params).await.map_err(sdk_error)
+        pg::execute(conn, sql, params.iter().map(param).collect()).await.map_err(error)
     }
 }

@@ -9,6 +9,11 @@
 //! back. The contract wants a 503 instead, so the component gives up first:
 //! the call's future is dropped (cancelling the host call) and the adapter
 //! reports the backend unavailable.
+//!
+//! Only the wasi:http 0.3 build can do this. In the 0.2 build every host
+//! call blocks the instance until it answers, so the deadline is checked
+//! only between calls (a body read, a sleep): a backend that hangs holds
+//! that request for as long as the host's own client waits.
 
 use futures::future::{Either, select};
 use std::pin::pin;
@@ -25,7 +30,7 @@ pub const POSTGRES: Duration = Duration::from_secs(10);
 
 /// `fut`'s output, or `None` once `limit` has passed.
 pub async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    match select(pin!(fut), pin!(spin_sdk::time::sleep(limit))).await {
+    match select(pin!(fut), pin!(crate::host::sleep(limit))).await {
         Either::Left((out, _)) => Some(out),
         Either::Right(_) => None,
     }

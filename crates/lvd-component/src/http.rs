@@ -5,7 +5,7 @@ use http_body_util::BodyExt;
 use lvd::limits::Decision;
 use lvd::problem::{self, Problem};
 use serde::Serialize;
-use spin_sdk::http::Request;
+use crate::host::Request;
 use std::net::IpAddr;
 
 pub type Response = http::Response<String>;

@@ -5,12 +5,12 @@
 //! the store alone for a few seconds.
 
 use lvd::cache::{KeyValue, KvError};
-use spin_sdk::key_value::Store;
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use crate::deadline;
+use crate::host::kv::{self, Store};
 
 /// After a call gets no answer, the store is left alone this long by this
 /// instance: Spin's store stays silent for a minute or two after Redis
@@ -26,7 +26,7 @@ thread_local! {
 }
 
 /// Runs one store call against the deadline, unless the store is resting.
-async fn timed<T>(call: impl Future<Output = Result<T, spin_sdk::key_value::Error>>) -> Result<T, KvError> {
+async fn timed<T>(call: impl Future<Output = Result<T, kv::Error>>) -> Result<T, KvError> {
     if RESTING_UNTIL.get().is_some_and(|until| Instant::now() < until) {
         return Err(KvError("resting after a call that got no answer".into()));
     }
@@ -49,21 +49,21 @@ impl SpinKv {
         if let Some(s) = self.store.get() {
             return Ok(s);
         }
-        let s = timed(Store::open_default()).await?;
+        let s = timed(kv::open_default()).await?;
         Ok(self.store.get_or_init(|| s))
     }
 }
 
 impl KeyValue for SpinKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        timed(self.store().await?.get(key)).await
+        timed(kv::get(self.store().await?, key)).await
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        timed(self.store().await?.set(key, value)).await
+        timed(kv::set(self.store().await?, key, value)).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), KvError> {
-        timed(self.store().await?.delete(key)).await
+        timed(kv::delete(self.store().await?, key)).await
     }
 }

@@ -1,7 +1,8 @@
 //! `lvd::kv::Redis` over Spin's outbound Redis.
 //!
 //! The connection is kept for the life of the component instance, which
-//! Spin reuses for many requests (128 by default, 16 at once): opening one
+//! Spin reuses for many requests in the wasi:http 0.3 build (128 by
+//! default, 16 at once; a 0.2 instance serves one request): opening one
 //! per request cost a TCP handshake and a Redis client setup each time. The
 //! host makes each `open` its own multiplexed connection, so requests that
 //! share it concurrently are safe, and nothing here uses per-connection
@@ -10,12 +11,12 @@
 //! opens a fresh one.
 
 use lvd::kv::{Arg, Redis, RedisError, Reply};
-use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::deadline;
+use crate::host::redis::{self, RedisParameter, RedisResult};
 
 thread_local! {
     /// Open connections of this instance, by address. Components are
@@ -37,7 +38,7 @@ impl SpinRedis {
         if let Some(c) = OPEN.with(|open| open.borrow().get(&self.url).cloned()) {
             return Ok(c);
         }
-        let c = Rc::new(redis::Connection::open(&self.url).await.map_err(|e| RedisError(format!("{e:?}").into()))?);
+        let c = Rc::new(redis::open(&self.url).await.map_err(|e| RedisError(format!("{e:?}").into()))?);
         OPEN.with(|open| open.borrow_mut().insert(self.url.clone(), c.clone()));
         Ok(c)
     }
@@ -69,7 +70,7 @@ impl SpinRedis {
                 Arg::Bytes(b) => RedisParameter::Binary(b),
             })
             .collect::<Vec<_>>();
-        let replies = match conn.execute(command, args).await {
+        let replies = match redis::execute(&conn, command, args).await {
             Ok(r) => r,
             Err(e) => {
                 // A script or command error leaves the connection fine, but

@@ -8,35 +8,53 @@
 //! Every component's entry point has this shape (`components/logs`):
 //!
 //! ```text
-//! #[http_service]
-//! async fn handle(req: Request) -> impl IntoResponse {
+//! lvd_component::entry!(handle);
+//!
+//! async fn handle(req: Request) -> Reply {
 //!     serve::<Ctx, _>(NAME, req, async |req, ctx| answer(NAME, route(req, ctx).await, problem)).await
 //! }
 //! ```
+//!
+//! and builds for either ABI unchanged (see [`crate::host`]).
 
 use lvd::cause::chain;
 use lvd::db::DbError;
 use lvd::kv::RedisError;
 use lvd::problem::Problem;
-use spin_sdk::http::{IntoResponse, Request};
-use spin_sdk::wasip3::http::types;
+use std::pin::Pin;
 
+use crate::host::{BodySink, Request, variables};
 use crate::http::{self as h, Response};
 
-/// A reply as the host takes it: any handler's response converts to one,
-/// a streamed body included (whose type cannot be named).
-pub type Reply = Result<types::Response, types::ErrorCode>;
+/// What a component answers: a whole response, or a response whose body a
+/// task writes after the headers have gone out (a live stream).
+pub enum Reply {
+    Whole(Response),
+    Streamed(http::Response<()>, Box<dyn FnOnce(BodySink) -> Pin<Box<dyn Future<Output = ()>>>>),
+}
+
+impl From<Response> for Reply {
+    fn from(resp: Response) -> Self {
+        Self::Whole(resp)
+    }
+}
+
+/// A reply with `head`'s status and headers whose body `task` writes, chunk
+/// by chunk, until it returns or the client goes.
+pub fn streamed<F: Future<Output = ()> + 'static>(head: http::Response<()>, task: impl FnOnce(BodySink) -> F + 'static) -> Reply {
+    Reply::Streamed(head, Box::new(move |sink| Box::pin(task(sink))))
+}
 
 /// A component's configuration, read from its Spin variables once per
 /// request, before any handler runs.
 #[allow(async_fn_in_trait)]
 pub trait Config: Sized {
-    async fn load() -> Result<Self, spin_sdk::variables::Error>;
+    async fn load() -> Result<Self, variables::Error>;
 }
 
 /// A component with nothing to load (health, pages).
 impl Config for () {
-    async fn load() -> Result<Self, spin_sdk::variables::Error> {
+    async fn load() -> Result<Self, variables::Error> {
         Ok(())
     }
 }
@@ -44,12 +62,12 @@ impl Config for () {
 /// Loads `C` and runs `handle` with it. A configuration that cannot be
 /// loaded (a missing variable, a secret too short) is logged with the
 /// reason, every time, and answered 500: a component cannot refuse to start.
-pub async fn serve<C: Config, R: IntoResponse>(component: &str, req: Request, handle: impl AsyncFnOnce(Request, &C) -> R) -> Reply {
+pub async fn serve<C: Config, R: Into<Reply>>(component: &str, req: Request, handle: impl AsyncFnOnce(Request, &C) -> R) -> Reply {
     match C::load().await {
-        Ok(config) => handle(req, &config).await.into_response(),
+        Ok(config) => handle(req, &config).await.into(),
         Err(e) => {
             eprintln!("{component}: configuration refused: {e:?}");
-            h::problem(&Problem::internal()).into_response()
+            h::problem(&Problem::internal()).into()
         }
     }
 }

@@ -57,7 +57,9 @@ pub async fn stored_app_for_key(kv: &impl KeyValue, db: &impl Db, key: &str) -> 
 }
 
 /// Compiled schemas by `(app, event, version)`, kept for the life of a
-/// component instance (Spin reuses one for many requests). Safe to keep:
+/// component instance (Spin reuses one for many requests in the wasi:http
+/// 0.3 build; a 0.2 instance serves one request, so there it only spares a
+/// batch compiling a rule twice). Safe to keep:
 /// a version's schema never changes, and which version is current is read
 /// through the shared cache on every request. Compiling is the costly part
 /// of judging (the `jsonschema` crate checks each schema against the

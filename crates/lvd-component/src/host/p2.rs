@@ -1,0 +1,258 @@
+//! The wasi:http 0.2 build: spin-sdk 5's Spin 3.x interfaces, whose calls
+//! block the instance until they answer, and wasi:http 0.2's request and
+//! response resources driven by spin-executor's poll loop.
+
+use bytes::Bytes;
+use spin_executor_p2::{CancelOnDropToken, push_waker_and_get_token};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wasi_p2::clocks::monotonic_clock;
+use wasi_p2::http::types::{Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam, Scheme};
+use wasi_p2::io::streams::{InputStream, OutputStream, StreamError};
+
+use super::Closed;
+use crate::serve::Reply;
+
+#[doc(hidden)]
+pub use wasi_p2 as wasi;
+
+/// An incoming request; its body is read with `http_body`.
+pub type Request = http::Request<Body>;
+
+/// Exports `$handle` (`async fn(Request) -> Reply`) as the component's
+/// wasi:http 0.2 `incoming-handler`.
+#[macro_export]
+macro_rules! entry {
+    ($handle:ident) => {
+        mod __lvd_entry {
+            struct Entry;
+            $crate::host::wasi::http::proxy::export!(Entry with_types_in $crate::host::wasi);
+
+            impl $crate::host::wasi::exports::http::incoming_handler::Guest for Entry {
+                fn handle(
+                    request: $crate::host::wasi::http::types::IncomingRequest,
+                    out: $crate::host::wasi::http::types::ResponseOutparam,
+                ) {
+                    $crate::host::respond(request, out, super::$handle)
+                }
+            }
+        }
+    };
+}
+
+/// Runs a component's handler on one request and writes its reply,
+/// streamed bodies included, before the instance is dropped.
+#[doc(hidden)]
+pub fn respond<F: Future<Output = Reply>>(request: IncomingRequest, out: ResponseOutparam, handle: impl FnOnce(Request) -> F) {
+    spin_executor_p2::run(async move {
+        let Some(request) = incoming(request) else {
+            ResponseOutparam::set(out, Err(wasi_p2::http::types::ErrorCode::HttpRequestUriInvalid));
+            return;
+        };
+        match handle(request).await {
+            Reply::Whole(resp) => {
+                let (head, body) = resp.into_parts();
+                if let Some(mut sink) = start(out, head) {
+                    let _ = sink.send(body).await;
+                }
+            }
+            Reply::Streamed(head, task) => {
+                if let Some(sink) = start(out, head.into_parts().0) {
+                    task(sink).await;
+                }
+            }
+        }
+    });
+}
+
+/// The request as `http` types; `None` when its URI or a header is not
+/// one `http` accepts (the host has already parsed both).
+fn incoming(req: IncomingRequest) -> Option<Request> {
+    let mut uri = http::Uri::builder();
+    if let Some(scheme) = req.scheme() {
+        let scheme = match scheme {
+            Scheme::Http => "http".to_owned(),
+            Scheme::Https => "https".to_owned(),
+            Scheme::Other(other) => other,
+        };
+        uri = uri.scheme(scheme.as_str());
+    }
+    if let Some(authority) = req.authority() {
+        uri = uri.authority(authority);
+    }
+    uri = uri.path_and_query(req.path_with_query().unwrap_or_else(|| "/".to_owned()));
+    let method = match req.method() {
+        wasi_p2::http::types::Method::Get => http::Method::GET,
+        wasi_p2::http::types::Method::Head => http::Method::HEAD,
+        wasi_p2::http::types::Method::Post => http::Method::POST,
+        wasi_p2::http::types::Method::Put => http::Method::PUT,
+        wasi_p2::http::types::Method::Delete => http::Method::DELETE,
+        wasi_p2::http::types::Method::Connect => http::Method::CONNECT,
+        wasi_p2::http::types::Method::Options => http::Method::OPTIONS,
+        wasi_p2::http::types::Method::Trace => http::Method::TRACE,
+        wasi_p2::http::types::Method::Patch => http::Method::PATCH,
+        wasi_p2::http::types::Method::Other(other) => http::Method::from_bytes(other.as_bytes()).ok()?,
+    };
+    let mut builder = http::Request::builder().method(method).uri(uri.build().ok()?);
+    for (name, value) in req.headers().entries() {
+        builder = builder.header(name, value);
+    }
+    let body = req.consume().ok()?;
+    let stream = body.stream().ok()?;
+    builder.body(Body { waiting: None, stream: Some(stream), _body: body }).ok()
+}
+
+/// Sends the status and headers; the sink then writes the body.
+fn start(out: ResponseOutparam, head: http::response::Parts) -> Option<BodySink> {
+    let headers: Vec<(String, Vec<u8>)> = head.headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+    let response = OutgoingResponse::new(Fields::from_list(&headers).ok()?);
+    response.set_status_code(head.status.as_u16()).ok()?;
+    let body = response.body().ok()?;
+    let stream = body.write().ok()?;
+    ResponseOutparam::set(out, Ok(response));
+    Some(BodySink { stream: Some(stream), body: Some(body) })
+}
+
+/// A request body, read 16 KiB at a time as the client sends it. Fields
+/// drop in order: the wait, the stream, then the body it belongs to.
+pub struct Body {
+    waiting: Option<CancelOnDropToken>,
+    stream: Option<InputStream>,
+    _body: IncomingBody,
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let Some(stream) = &this.stream else { return Poll::Ready(None) };
+        match stream.read(16 << 10) {
+            Ok(chunk) if chunk.is_empty() => {
+                this.waiting = Some(push_waker_and_get_token(stream.subscribe(), cx.waker().clone()).into());
+                Poll::Pending
+            }
+            Ok(chunk) => Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(chunk))))),
+            Err(StreamError::Closed) => {
+                this.stream = None;
+                Poll::Ready(None)
+            }
+            Err(StreamError::LastOperationFailed(e)) => Poll::Ready(Some(Err(std::io::Error::other(e.to_debug_string())))),
+        }
+    }
+}
+
+/// Where a reply's body goes. Writes block the instance until the client
+/// takes them, which in this build is only ever this request's. Dropping
+/// the sink finishes the body.
+pub struct BodySink {
+    stream: Option<OutputStream>,
+    body: Option<OutgoingBody>,
+}
+
+impl BodySink {
+    /// Sends one chunk; [`Closed`] once the client has gone.
+    pub async fn send(&mut self, chunk: String) -> Result<(), Closed> {
+        let stream = self.stream.as_ref().ok_or(Closed)?;
+        // The most one blocking write may carry.
+        for part in chunk.as_bytes().chunks(4096) {
+            stream.blocking_write_and_flush(part).map_err(|_| Closed)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BodySink {
+    fn drop(&mut self) {
+        drop(self.stream.take());
+        if let Some(body) = self.body.take() {
+            let _ = OutgoingBody::finish(body, None);
+        }
+    }
+}
+
+/// Waits on the host's clock. Nothing else runs in the instance meanwhile
+/// but this request's own other futures.
+pub async fn sleep(duration: Duration) {
+    let until = monotonic_clock::now().saturating_add(duration.as_nanos().try_into().unwrap_or(u64::MAX));
+    Sleep { until, waiting: None }.await;
+}
+
+struct Sleep {
+    until: monotonic_clock::Instant,
+    /// The clock's pollable for this wait; dropping it cancels the wait.
+    waiting: Option<CancelOnDropToken>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if monotonic_clock::now() >= self.until {
+            return Poll::Ready(());
+        }
+        // The executor polls again after any pollable fires: subscribe anew.
+        self.waiting = Some(push_waker_and_get_token(monotonic_clock::subscribe_instant(self.until), cx.waker().clone()).into());
+        Poll::Pending
+    }
+}
+
+/// The component's Spin variables.
+pub mod variables {
+    pub use spin_sdk_p2::variables::Error;
+
+    pub async fn get(name: &str) -> Result<String, Error> {
+        spin_sdk_p2::variables::get(name)
+    }
+}
+
+pub(crate) mod pg {
+    pub use spin_sdk_p2::pg4::{Connection, DbValue, ParameterValue, PgError, QueryError};
+
+    pub async fn open(url: &str) -> Result<Connection, PgError> {
+        Connection::open(url)
+    }
+
+    /// Every row of the statement's result.
+    pub async fn query(conn: &Connection, sql: &str, params: Vec<ParameterValue>) -> Result<Vec<Vec<DbValue>>, PgError> {
+        conn.query(sql, &params).map(|set| set.rows)
+    }
+
+    pub async fn execute(conn: &Connection, sql: &str, params: Vec<ParameterValue>) -> Result<u64, PgError> {
+        conn.execute(sql, &params)
+    }
+}
+
+pub(crate) mod kv {
+    pub use spin_sdk_p2::key_value::{Error, Store};
+
+    pub async fn open_default() -> Result<Store, Error> {
+        Store::open_default()
+    }
+
+    pub async fn get(store: &Store, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        store.get(key)
+    }
+
+    pub async fn set(store: &Store, key: &str, value: &[u8]) -> Result<(), Error> {
+        store.set(key, value)
+    }
+
+    pub async fn delete(store: &Store, key: &str) -> Result<(), Error> {
+        store.delete(key)
+    }
+}
+
+pub(crate) mod redis {
+    pub use spin_sdk_p2::redis::{Connection, Error, RedisParameter, RedisResult};
+
+    pub async fn open(url: &str) -> Result<Connection, Error> {
+        Connection::open(url)
+    }
+
+    pub async fn execute(conn: &Connection, command: &str, args: Vec<RedisParameter>) -> Result<Vec<RedisResult>, Error> {
+        conn.execute(command, &args)
+    }
+}
