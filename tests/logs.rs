@@ -449,9 +449,9 @@ async fn ingest_answers_503_while_redis_is_down_and_recovers() {
     let (_, _, key) = owner(&app).await;
     app.ingest_ok(&key, &json!({"event": "a"})).await;
     app.redis.kill().await;
-    // Within the component's deadlines. The wasi:http 0.2 build cannot meet
-    // this: there a key-value call blocks the instance for as long as
-    // Spin's store waits for Redis (README, "Running under real Spin").
+    // Within the component's deadlines; in the wasi:http 0.2 build, whose
+    // key-value calls nothing can cut short, because the refused Redis
+    // connection is met before the store is touched (`lvd_component::kv`).
     let resp = tokio::time::timeout(Duration::from_secs(10), app.ingest(&key, &json!({"event": "a"})))
         .await
         .expect("no answer within 10 s while Redis is down");

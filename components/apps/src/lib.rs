@@ -57,7 +57,8 @@ pub(crate) struct Ctx {
 
 impl Config for Ctx {
     async fn load() -> Result<Self, variables::Error> {
-        Ok(Self { common: Common::load().await?, kv: SpinKv::default() })
+        let common = Common::load().await?;
+        Ok(Self { kv: SpinKv::new(&common.redis), common })
     }
 }
 

@@ -124,7 +124,7 @@ fn window(req: &Request) -> Result<Window, Error> {
 
 async fn figures(req: &Request, common: &Common, caller: Uuid, app: Uuid) -> Result<Response, Error> {
     let window = window(req)?;
-    let kv = SpinKv::default();
+    let kv = SpinKv::new(&common.redis);
     if let Some(body) = cached(&kv, &common.redis, app, window, caller).await {
         return Ok(json_text(body));
     }
@@ -184,7 +184,7 @@ impl Stream {
     /// Sends until the stream's time is up, the client leaves, or what
     /// admitted it no longer holds.
     async fn run(mut self, mut tx: BodySink) {
-        let kv = SpinKv::default();
+        let kv = SpinKv::new(&self.redis);
         let started = std::time::Instant::now();
         let (mut last_stats, mut last_check) = (None::<std::time::Instant>, std::time::Instant::now());
         let _ = tx.send("retry: 1000\n\n".to_owned()).await;

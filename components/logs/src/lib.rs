@@ -45,7 +45,8 @@ impl Config for Ctx {
             max_backlog: config::number("ingest_max_backlog", 1_000_000).await?,
             bad_keys_per_ip: config::number("rate_limit_ingest_bad_keys_per_ip", 30).await?,
         };
-        Ok(Self { common: Common::load().await?, kv: SpinKv::default(), limits })
+        let common = Common::load().await?;
+        Ok(Self { kv: SpinKv::new(&common.redis), common, limits })
     }
 }
 

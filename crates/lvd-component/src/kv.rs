@@ -3,6 +3,12 @@
 //! call gives up after [`deadline::KEY_VALUE`] (Spin's store waits for as
 //! long as Redis is down, and a while after), and the instance then leaves
 //! the store alone for a few seconds.
+//!
+//! Before the store is opened, the instance's outbound Redis connection
+//! must open: Spin's store waits for as long as Redis is down, and in the
+//! wasi:http 0.2 build nothing can cut that wait short (see `deadline`),
+//! while a refused connection fails at once. The connection is the one the
+//! request's own Redis calls then use, so this costs nothing extra.
 
 use lvd::cache::{KeyValue, KvError};
 
@@ -11,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::deadline;
 use crate::host::kv::{self, Store};
+use crate::redis::SpinRedis;
 
 /// After a call gets no answer, the store is left alone this long by this
 /// instance: Spin's store stays silent for a minute or two after Redis
@@ -39,16 +46,23 @@ async fn timed<T>(call: impl Future<Output = Result<T, kv::Error>>) -> Result<T,
     }
 }
 
-#[derive(Default)]
 pub struct SpinKv {
+    /// The Redis that backs the store, reached first (see above).
+    redis: SpinRedis,
     store: std::cell::OnceCell<Store>,
 }
 
 impl SpinKv {
+    /// The store backed by the Redis `redis` reaches.
+    pub fn new(redis: &SpinRedis) -> Self {
+        Self { redis: redis.clone(), store: std::cell::OnceCell::new() }
+    }
+
     async fn store(&self) -> Result<&Store, KvError> {
         if let Some(s) = self.store.get() {
             return Ok(s);
         }
+        self.redis.reachable().await.map_err(|e| KvError(format!("Redis is unreachable: {}", e.0).into()))?;
         let s = timed(kv::open_default()).await?;
         Ok(self.store.get_or_init(|| s))
     }

@@ -43,6 +43,15 @@ impl SpinRedis {
         Ok(c)
     }
 
+    /// Whether a connection to Redis is open or opens now (within
+    /// [`deadline::REDIS`]); it is kept for the calls that follow.
+    pub async fn reachable(&self) -> Result<(), RedisError> {
+        match deadline::within(deadline::REDIS, self.conn()).await {
+            Some(result) => result.map(drop),
+            None => Err(RedisError(format!("no connection within {:?}", deadline::REDIS).into())),
+        }
+    }
+
     fn forget(&self) {
         OPEN.with(|open| open.borrow_mut().remove(&self.url));
     }

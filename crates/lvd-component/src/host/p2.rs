@@ -103,15 +103,28 @@ fn incoming(req: IncomingRequest) -> Option<Request> {
     builder.body(Body { waiting: None, stream: Some(stream), _body: body }).ok()
 }
 
-/// Sends the status and headers; the sink then writes the body.
+/// Sends the status and headers; the sink then writes the body. A head the
+/// host refuses (a header it forbids) is answered as the host's internal
+/// error, never left unset.
 fn start(out: ResponseOutparam, head: http::response::Parts) -> Option<BodySink> {
-    let headers: Vec<(String, Vec<u8>)> = head.headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect();
-    let response = OutgoingResponse::new(Fields::from_list(&headers).ok()?);
-    response.set_status_code(head.status.as_u16()).ok()?;
-    let body = response.body().ok()?;
-    let stream = body.write().ok()?;
-    ResponseOutparam::set(out, Ok(response));
-    Some(BodySink { stream: Some(stream), body: Some(body) })
+    let outgoing = || {
+        let headers: Vec<(String, Vec<u8>)> = head.headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+        let response = OutgoingResponse::new(Fields::from_list(&headers).map_err(|e| format!("header refused: {e:?}"))?);
+        response.set_status_code(head.status.as_u16()).map_err(|()| format!("status {} refused", head.status))?;
+        let body = response.body().map_err(|()| "no body".to_owned())?;
+        let stream = body.write().map_err(|()| "no body stream".to_owned())?;
+        Ok::<_, String>((response, body, stream))
+    };
+    match outgoing() {
+        Ok((response, body, stream)) => {
+            ResponseOutparam::set(out, Ok(response));
+            Some(BodySink { stream: Some(stream), body: Some(body) })
+        }
+        Err(why) => {
+            ResponseOutparam::set(out, Err(wasi_p2::http::types::ErrorCode::InternalError(Some(why))));
+            None
+        }
+    }
 }
 
 /// A request body, read 16 KiB at a time as the client sends it. Fields
