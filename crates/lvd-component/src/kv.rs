@@ -8,7 +8,9 @@
 //! must open: Spin's store waits for as long as Redis is down, and in the
 //! wasi:http 0.2 build nothing can cut that wait short (see `deadline`),
 //! while a refused connection fails at once. The connection is the one the
-//! request's own Redis calls then use, so this costs nothing extra.
+//! request's own Redis calls then use, so this costs nothing extra. It
+//! stands for the store's Redis only where runtime-config.toml backs the
+//! store with the same server as `redis_url`, as the shipped one does.
 
 use lvd::cache::{KeyValue, KvError};
 
@@ -53,7 +55,7 @@ pub struct SpinKv {
 }
 
 impl SpinKv {
-    /// The store backed by the Redis `redis` reaches.
+    /// The store, reached only once `redis` connects (see above).
     pub fn new(redis: &SpinRedis) -> Self {
         Self { redis: redis.clone(), store: std::cell::OnceCell::new() }
     }
