@@ -161,6 +161,17 @@ async fn a_wasi_http_0_2_component_reaches_spin_3_variables_and_stores_as_its_ma
     // spin:postgres@4.0.0 is served by the 4.2.0 host through wasmtime's
     // semver matching, as in Spin 4.0.2.
     assert_eq!(app.get_json("/p2/pg").await.1, serde_json::json!({ "ok": 42 }));
+    // ...whose synchronous `query` never returns in Spin 4.0.2 when no row
+    // matches (spinframework/spin#3671); lvd-runtime fails it by name.
+    let none = app.client.get(app.url("/p2/pg-none")).timeout(std::time::Duration::from_secs(5)).send().await;
+    match (test_runtime(), none) {
+        (TestRuntime::Spin(_), Err(e)) => assert!(e.is_timeout(), "{e}"),
+        (TestRuntime::Local(_), Ok(resp)) => {
+            let body: Value = resp.json().await.unwrap();
+            assert!(body["error"].as_str().unwrap_or_default().contains("spinframework/spin#3671"), "{body}");
+        }
+        (runtime, outcome) => panic!("{runtime:?}: a query without rows was answered: {outcome:?}"),
+    }
     assert_eq!(app.get_json("/p2/redis").await.1, serde_json::json!({ "ok": 1 }));
     assert_eq!(app.get_json("/p2/redis").await.1, serde_json::json!({ "ok": 2 }), "one Redis behind both calls");
     let elsewhere = app.get_json("/p2/redis?address=redis%3A%2F%2F192.0.2.1%3A6379").await.1;

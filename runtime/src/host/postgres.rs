@@ -235,8 +235,21 @@ async fn query(client: &Client, statement: &str, params: &[ParameterValue]) -> R
     }
     .await
     .map_err(|e| Error::QueryFailed(QueryError::Text(format!("{e:?}"))))?;
+    if rows.is_empty() {
+        return Err(Error::QueryFailed(QueryError::Text(NO_ROWS_REFUSED.into())));
+    }
     Ok(RowSet { columns: columns.unwrap_or_default(), rows })
 }
+
+/// Spin 4.0.x's synchronous `query` never returns when the statement matches
+/// no rows (spinframework/spin#3671, fixed after 4.0.2: it waits for the
+/// columns of a first row that never comes), so a component that relies on
+/// an empty answer hangs there. This runtime fails the call instead, at
+/// once and by name — never more permissive, and a test sees it rather
+/// than timing out. `query-async` (the 0.3 build's) answers empty results
+/// in both.
+pub const NO_ROWS_REFUSED: &str =
+    "no rows: Spin 4.0.2's synchronous query never returns when no row matches (spinframework/spin#3671); lvd-runtime refuses it";
 
 /// The streaming `query-async`: rows flow through a small channel as they
 /// arrive (each row bounded on its own, as in Spin), and the outcome comes

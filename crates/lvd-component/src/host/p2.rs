@@ -229,8 +229,31 @@ pub(crate) mod pg {
     }
 
     /// Every row of the statement's result.
+    ///
+    /// Spin 4.0.x's synchronous `query` never returns when the statement
+    /// matches no rows (spinframework/spin#3671, fixed after 4.0.2): the
+    /// instance waits for ever. So every statement is asked for one row at
+    /// least: its own rows, each after `true`, or, when it has none, one
+    /// filler (`false`, then NULLs) that is dropped here. A data-modifying
+    /// statement is fine inside the `WITH`; one that itself holds a
+    /// data-modifying `WITH` is not (PostgreSQL refuses it), and no query
+    /// of the app's does that (`execute` is not wrapped).
     pub async fn query(conn: &Connection, sql: &str, params: Vec<ParameterValue>) -> Result<Vec<Vec<DbValue>>, PgError> {
-        conn.query(sql, &params).map(|set| set.rows)
+        let sql = format!(
+            "WITH q AS ({sql}) SELECT true, q.* FROM q \
+             UNION ALL SELECT false, q.* FROM (SELECT) AS one LEFT JOIN q ON false WHERE NOT EXISTS (SELECT FROM q)"
+        );
+        let rows = conn.query(&sql, &params)?.rows;
+        Ok(rows
+            .into_iter()
+            .filter_map(|mut row| match row.first() {
+                Some(DbValue::Boolean(true)) => {
+                    row.remove(0);
+                    Some(row)
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     pub async fn execute(conn: &Connection, sql: &str, params: Vec<ParameterValue>) -> Result<u64, PgError> {
