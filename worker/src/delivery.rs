@@ -1,16 +1,15 @@
-//! Sending the email queue's mail. [`execute`] handles one entry;
-//! [`try_execute_task`] fetches a batch; [`run`] adds only waiting, bounded
-//! concurrency and graceful shutdown.
+//! Sending the email queue's mail. [`execute`] handles one entry; the
+//! queue is worked by [`crate::runner::run`] (bounded concurrency, reclaim,
+//! graceful shutdown).
 
 use anyhow::Result;
 use lvd::queues::EmailJob;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 use crate::mail::{Mailer, SendError};
 use crate::metrics::Metrics;
 use crate::queue::{Entry, Queue};
+use crate::runner::Handler;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -93,73 +92,17 @@ async fn park(deps: &Deps, entry: &Entry, reason: &str) -> Result<Outcome> {
     Ok(Outcome::DeadLettered)
 }
 
-/// One round: due retries back onto the stream, then up to `max` entries —
-/// first any abandoned by dead workers, then new ones (waiting up to `block`).
-pub async fn try_execute_task(deps: &Deps, max: usize, block: Duration) -> Result<Vec<Entry>> {
-    deps.queue.promote_due(now_ms()).await?;
-    let mut entries = deps.queue.reclaim(deps.policy.reclaim_idle, max).await?;
-    if entries.len() < max {
-        entries.extend(deps.queue.read(max - entries.len(), block).await?);
+impl Handler for Deps {
+    fn queue(&self) -> &Queue {
+        &self.queue
     }
-    Ok(entries)
-}
 
-/// Drains the queue until `shutdown` fires, with at most `concurrency` sends
-/// in flight; then waits for those to finish (up to `drain`).
-pub async fn run(deps: Arc<Deps>, concurrency: usize, mut shutdown: tokio::sync::watch::Receiver<bool>, drain: Duration) {
-    let permits = Arc::new(Semaphore::new(concurrency));
-    // Entries this worker is sending. A send slower than `reclaim_idle`
-    // looks abandoned, and XAUTOCLAIM hands it back to its own worker: such
-    // an entry must not be sent a second time. A std Mutex: held only to
-    // insert, remove or test an id, never across an await.
-    let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
-    let mut failures = 0u32;
-    while !*shutdown.borrow() {
-        let free = permits.available_permits();
-        if free == 0 {
-            let _ = permits.clone().acquire_owned().await.map(drop);
-            continue;
-        }
-        let fetched = tokio::select! {
-            r = try_execute_task(&deps, free, Duration::from_secs(1)) => r,
-            _ = shutdown.changed() => break,
-        };
-        let entries = match fetched {
-            Ok(e) => {
-                failures = 0;
-                e
-            }
-            Err(e) => {
-                // Redis is down: back off, keep trying; nothing is lost meanwhile.
-                // A Redis that restarted empty has lost the group: recreate it.
-                failures += 1;
-                let _ = deps.queue.ensure_group().await;
-                let wait = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
-                tracing::warn!("queue unavailable, retrying in {wait:?}: {e:#}");
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-        };
-        for entry in entries {
-            if !in_flight.lock().expect("never poisoned").insert(entry.id.clone()) {
-                continue; // reclaimed from ourselves while still sending it
-            }
-            let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
-            let (deps, in_flight) = (deps.clone(), in_flight.clone());
-            tokio::spawn(async move {
-                if let Err(e) = execute(&deps, &entry).await {
-                    // The entry stays pending and will be reclaimed.
-                    tracing::error!(entry = %entry.id, "could not settle entry: {e:#}");
-                }
-                in_flight.lock().expect("never poisoned").remove(&entry.id);
-                drop(permit);
-            });
-        }
+    fn reclaim_idle(&self) -> Duration {
+        self.policy.reclaim_idle
     }
-    tracing::info!("shutting down: waiting for in-flight sends");
-    let all = permits.acquire_many(concurrency as u32);
-    if tokio::time::timeout(drain, all).await.is_err() {
-        tracing::warn!("sends still in flight after {drain:?}; their entries will be reclaimed");
+
+    async fn execute(&self, entry: &Entry) -> Result<()> {
+        execute(self, entry).await.map(drop)
     }
 }
 
