@@ -1,14 +1,18 @@
 //! The native worker: everything that runs outside the request path. It owns
 //! the database schema (`migrate`) and works the Redis queues that
-//! components fill (`run`): email (`delivery`), and the ingest stream into
-//! `log_entries` (`ingest`); and it keeps `log_entries`' daily partitions
-//! ahead of time. Its SQL and Redis keys come from `lvd`.
+//! components fill (`run`): email (`delivery`), the ingest stream into
+//! `log_entries` (`ingest`), and reports and exports (`jobs`), the queues
+//! worked by `runner`; and it keeps `log_entries`' daily partitions ahead of
+//! time. Its SQL and Redis keys come from `lvd`.
 
 pub mod delivery;
 pub mod ingest;
+pub mod jobs;
+pub mod kv;
 pub mod mail;
 pub mod metrics;
 pub mod migrate;
 pub mod partitions;
 pub mod queue;
+pub mod runner;
 pub mod server;

@@ -47,6 +47,9 @@ impl Mailer {
 /// Subject, text and HTML of an email. The code stands alone on its line so
 /// people (and tests) can pick it out.
 pub fn render(job: &EmailJob) -> (String, String, String) {
+    if let EmailJob::JobFinished { job_kind, app, status, error, link, download_path, .. } = job {
+        return render_job(job_kind, app, status, error.as_deref(), link, download_path);
+    }
     let (subject, lead, code) = match job {
         EmailJob::VerificationCode { code, .. } => {
             ("Your Live Validation Dashboard verification code", "Use this code to verify your email address:", code)
@@ -54,6 +57,7 @@ pub fn render(job: &EmailJob) -> (String, String, String) {
         EmailJob::PasswordReset { code, .. } => {
             ("Reset your Live Validation Dashboard password", "Use this code to choose a new password:", code)
         }
+        EmailJob::JobFinished { .. } => unreachable!("rendered above"),
     };
     let text = format!("{lead}\n\n    {code}\n\nThe code expires in 10 minutes. If you did not ask for it, ignore this email.\n");
     let html = format!(
@@ -62,4 +66,36 @@ pub fn render(job: &EmailJob) -> (String, String, String) {
          <p>The code expires in 10 minutes. If you did not ask for it, ignore this email.</p></body></html>"
     );
     (subject.to_owned(), text, html)
+}
+
+/// The mail that tells an owner their report (or export) is done or failed.
+fn render_job(kind: &str, app: &str, status: &str, error: Option<&str>, link: &str, download_path: &str) -> (String, String, String) {
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    if status == "done" {
+        let subject = format!("Your {kind} of {app} is ready");
+        let text = format!(
+            "Your {kind} of {app} is ready.\n\nDownload it from the dashboard: {link}\n(API: GET {download_path})\n\nThe file is kept for a limited time.\n"
+        );
+        let html = format!(
+            "<!doctype html><html><body style=\"font-family:sans-serif\"><p>Your {kind} of <b>{}</b> is ready.</p>\
+             <p><a href=\"{}\">Download it from the dashboard</a> (API: <code>GET {}</code>).</p>\
+             <p>The file is kept for a limited time.</p></body></html>",
+            esc(app),
+            esc(link),
+            esc(download_path)
+        );
+        (subject, text, html)
+    } else {
+        let why = error.unwrap_or("an unknown error");
+        let subject = format!("Your {kind} of {app} failed");
+        let text = format!("Your {kind} of {app} could not be produced: {why}.\n\nYou can ask for it again from the dashboard: {link}\n");
+        let html = format!(
+            "<!doctype html><html><body style=\"font-family:sans-serif\"><p>Your {kind} of <b>{}</b> could not be produced: {}.</p>\
+             <p><a href=\"{}\">Ask for it again from the dashboard</a>.</p></body></html>",
+            esc(app),
+            esc(why),
+            esc(link)
+        );
+        (subject, text, html)
+    }
 }

@@ -3,11 +3,14 @@ use clap::{Args, Parser, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lvd_worker::delivery::{self, Deps, RetryPolicy};
+use lvd_worker::delivery::{Deps, RetryPolicy};
 use lvd_worker::ingest::{self, Writer};
+use lvd_worker::jobs::Jobs;
+use lvd_worker::kv::WorkerRedis;
 use lvd_worker::mail::Mailer;
 use lvd_worker::metrics::Metrics;
 use lvd_worker::queue::Queue;
+use lvd_worker::runner;
 
 #[derive(Parser)]
 #[command(name = "lvd-worker", about = "Live Validation Dashboard worker")]
@@ -59,6 +62,20 @@ struct RunArgs {
     /// A job pending this long on another worker is taken over.
     #[arg(long, env = "LVD_WORKER_RECLAIM_IDLE_MS", default_value_t = 30_000)]
     reclaim_idle_ms: u64,
+    /// Reports and exports produced at once (each holds two PostgreSQL
+    /// connections while it runs).
+    #[arg(long, env = "LVD_WORKER_JOB_CONCURRENCY", default_value_t = 2)]
+    job_concurrency: usize,
+    /// A job queued (or started by a worker that no longer holds it) this
+    /// long ago is put on the queue again: its entry was lost.
+    #[arg(long, env = "LVD_WORKER_JOB_STALE_SECS", default_value_t = 120)]
+    job_stale_secs: u64,
+    /// How often stale jobs are looked for and expired files deleted.
+    #[arg(long, env = "LVD_WORKER_JOB_UPKEEP_MS", default_value_t = 30_000)]
+    job_upkeep_ms: u64,
+    /// The page's public address, for links in mail.
+    #[arg(long, env = "LVD_PUBLIC_URL", default_value = "http://127.0.0.1:3000")]
+    public_url: String,
 }
 
 #[tokio::main]
@@ -87,24 +104,35 @@ async fn run(args: RunArgs) -> Result<()> {
     let consumer = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let queue = Queue::open(&client, lvd::keys::EMAIL_QUEUE, &consumer).await?;
     let metrics = Metrics::new();
-    let deps = Arc::new(Deps {
-        queue,
-        mailer: Mailer::new(&args.smtp_url, &args.smtp_from)?,
-        policy: RetryPolicy {
-            max_attempts: args.max_attempts,
-            base: Duration::from_millis(args.backoff_base_ms),
-            max: Duration::from_millis(args.backoff_max_ms),
-            reclaim_idle: Duration::from_millis(args.reclaim_idle_ms),
-        },
+    let policy = RetryPolicy {
+        max_attempts: args.max_attempts,
+        base: Duration::from_millis(args.backoff_base_ms),
+        max: Duration::from_millis(args.backoff_max_ms),
+        reclaim_idle: Duration::from_millis(args.reclaim_idle_ms),
+    };
+    let deps = Arc::new(Deps { queue, mailer: Mailer::new(&args.smtp_url, &args.smtp_from)?, policy: policy.clone(), metrics: metrics.clone() });
+    let redis = WorkerRedis(client.get_connection_manager().await.context("failed to connect to Redis")?);
+    let jobs = Arc::new(Jobs {
+        queue: Queue::open(&client, lvd::keys::JOB_QUEUE, &consumer).await?,
+        redis: redis.clone(),
+        database_url: args.database_url.clone(),
+        policy,
         metrics: metrics.clone(),
+        public_url: args.public_url.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
     println!("Worker serving http://{}", listener.local_addr()?);
     tokio::spawn(lvd_worker::server::serve(listener, Arc::new(metrics.clone())));
     let ingest = Queue::open(&client, lvd::keys::INGEST_STREAM, &format!("{consumer}-depth")).await?;
-    tokio::spawn(sample_depth(deps.clone(), ingest));
+    tokio::spawn(sample_depth(deps.clone(), ingest, jobs.queue.clone()));
     tokio::spawn(lvd_worker::partitions::run(args.database_url.clone()));
+    tokio::spawn(lvd_worker::jobs::upkeep(
+        args.database_url.clone(),
+        redis,
+        Duration::from_secs(args.job_stale_secs),
+        Duration::from_millis(args.job_upkeep_ms),
+    ));
 
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut writers = Vec::new();
@@ -120,8 +148,10 @@ async fn run(args: RunArgs) -> Result<()> {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         let _ = tx.send(true);
     });
-    tracing::info!(consumer, "working {} and {}", lvd::keys::EMAIL_QUEUE, lvd::keys::INGEST_STREAM);
-    delivery::run(deps, args.concurrency, rx, Duration::from_secs(30)).await;
+    tracing::info!(consumer, "working {}, {} and {}", lvd::keys::EMAIL_QUEUE, lvd::keys::INGEST_STREAM, lvd::keys::JOB_QUEUE);
+    let job_runner = tokio::spawn(runner::run(jobs, args.job_concurrency, rx.clone(), Duration::from_secs(30)));
+    runner::run(deps, args.concurrency, rx, Duration::from_secs(30)).await;
+    let _ = job_runner.await;
     // Each writer finishes the step in flight (its COPY and ack) first.
     for w in writers {
         let _ = w.await;
@@ -130,8 +160,11 @@ async fn run(args: RunArgs) -> Result<()> {
 }
 
 /// Keeps the queue-depth gauges current for /metrics.
-async fn sample_depth(deps: Arc<Deps>, ingest: Queue) {
+async fn sample_depth(deps: Arc<Deps>, ingest: Queue, jobs: Queue) {
     loop {
+        if let Ok(n) = jobs.depth().await {
+            deps.metrics.queue_depth.with_label_values(&["jobs"]).set(n as i64);
+        }
         if let Ok(n) = deps.queue.depth().await {
             deps.metrics.queue_depth.with_label_values(&["email"]).set(n as i64);
         }

@@ -28,6 +28,7 @@ pub struct Entry {
     pub attempts: u32,
 }
 
+#[derive(Clone)]
 pub struct Queue {
     pub key: String,
     consumer: String,
@@ -80,6 +81,22 @@ impl Queue {
             .await
             .context("XAUTOCLAIM failed")?;
         Ok(reply.claimed.into_iter().map(entry).collect())
+    }
+
+    /// Claims the entry for this consumer again, resetting its idle time: a
+    /// long job's heartbeat, so no other worker takes it for abandoned.
+    pub async fn touch(&self, e: &Entry) -> Result<()> {
+        redis::cmd("XCLAIM")
+            .arg(&self.key)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(&e.id)
+            .arg("JUSTID")
+            .query_async::<redis::Value>(&mut self.conn.clone())
+            .await
+            .context("XCLAIM failed")?;
+        Ok(())
     }
 
     pub async fn ack(&self, e: &Entry) -> Result<()> {

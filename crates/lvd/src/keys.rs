@@ -20,9 +20,12 @@ use uuid::Uuid;
 pub const INGEST_STREAM: &str = "lvd:ingest";
 /// The queue of emails to send.
 pub const EMAIL_QUEUE: &str = "lvd:queue:email";
+/// The queue of background jobs (reports, exports): each entry carries one
+/// job's id; the job itself is its `jobs` row (`crate::jobs`).
+pub const JOB_QUEUE: &str = "lvd:queue:jobs";
 
 /// Every stream the worker drains, with the name `/health/ready` shows.
-pub const QUEUES: &[(&str, &str)] = &[("email", EMAIL_QUEUE), ("ingest", INGEST_STREAM)];
+pub const QUEUES: &[(&str, &str)] = &[("email", EMAIL_QUEUE), ("ingest", INGEST_STREAM), ("jobs", JOB_QUEUE)];
 
 /// The consumer group every worker joins, on every stream.
 pub const GROUP: &str = "workers";

@@ -16,6 +16,7 @@ pub mod cause;
 pub mod db;
 pub mod health;
 pub mod input;
+pub mod jobs;
 pub mod keys;
 pub mod kv;
 pub mod limits;

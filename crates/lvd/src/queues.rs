@@ -30,12 +30,28 @@ pub enum EmailJob {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expires_at: Option<i64>,
     },
+    /// A report the owner asked to be told about is done, or failed. No
+    /// secret: the link leads to the page, where the owner signs in.
+    JobFinished {
+        to: String,
+        /// `report` or `export`.
+        job_kind: String,
+        app: String,
+        /// `done` or `failed`.
+        status: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Where the owner downloads it (the page).
+        link: String,
+        /// The API path of the file.
+        download_path: String,
+    },
 }
 
 impl EmailJob {
     pub fn to(&self) -> &str {
         match self {
-            EmailJob::VerificationCode { to, .. } | EmailJob::PasswordReset { to, .. } => to,
+            EmailJob::VerificationCode { to, .. } | EmailJob::PasswordReset { to, .. } | EmailJob::JobFinished { to, .. } => to,
         }
     }
 
@@ -46,6 +62,7 @@ impl EmailJob {
             EmailJob::VerificationCode { expires_at, .. } | EmailJob::PasswordReset { expires_at, .. } => {
                 expires_at.is_some_and(|t| t <= now)
             }
+            EmailJob::JobFinished { .. } => false,
         }
     }
 

@@ -166,11 +166,11 @@ pub struct BodySink {
 }
 
 impl BodySink {
-    /// Sends one chunk; [`Closed`] once the client has gone.
-    pub async fn send(&mut self, chunk: String) -> Result<(), Closed> {
+    /// Sends one chunk (text or bytes); [`Closed`] once the client has gone.
+    pub async fn send(&mut self, chunk: impl Into<Bytes>) -> Result<(), Closed> {
         let stream = self.stream.as_ref().ok_or(Closed)?;
         // The most one blocking write may carry.
-        for part in chunk.as_bytes().chunks(4096) {
+        for part in chunk.into().chunks(4096) {
             stream.blocking_write_and_flush(part).map_err(|_| Closed)?;
         }
         Ok(())

@@ -44,7 +44,7 @@ pub async fn respond<F: Future<Output = Reply>>(
     match handle(Request::from_request(request)?).await {
         Reply::Whole(resp) => resp.into_response(),
         Reply::Streamed(head, task) => {
-            let (tx, body) = spin_sdk::http::body::stream::<String>();
+            let (tx, body) = spin_sdk::http::body::stream::<bytes::Bytes>();
             spin_sdk::wasip3::spawn(task(BodySink(tx)));
             let (parts, ()) = head.into_parts();
             http::Response::from_parts(parts, body).into_response()
@@ -53,12 +53,12 @@ pub async fn respond<F: Future<Output = Reply>>(
 }
 
 /// Where a streamed reply's body goes.
-pub struct BodySink(futures::channel::mpsc::Sender<String>);
+pub struct BodySink(futures::channel::mpsc::Sender<bytes::Bytes>);
 
 impl BodySink {
-    /// Sends one chunk; [`Closed`] once the client has gone.
-    pub async fn send(&mut self, chunk: String) -> Result<(), Closed> {
-        self.0.send(chunk).await.map_err(|_| Closed)
+    /// Sends one chunk (text or bytes); [`Closed`] once the client has gone.
+    pub async fn send(&mut self, chunk: impl Into<bytes::Bytes>) -> Result<(), Closed> {
+        self.0.send(chunk.into()).await.map_err(|_| Closed)
     }
 }
 

@@ -57,6 +57,45 @@ impl PgDb {
     }
 }
 
+impl PgDb {
+    /// The rows of a statement whose every column is selected as text (or
+    /// NULL), as the server sends them: a stream that asks for the next rows
+    /// only as the caller takes these (tokio-postgres holds one batch of
+    /// messages at a time), so memory stays flat whatever the result's
+    /// size. For bulk reads of native code (an export).
+    pub async fn text_rows(
+        &self,
+        sql: &str,
+        params: &[Param],
+    ) -> Result<impl futures_util::Stream<Item = Result<TextRow, DbError>> + use<>, DbError> {
+        use futures_util::StreamExt;
+        let params: Vec<Box<dyn ToSql + Sync + Send>> = params.iter().map(param).collect();
+        let refs = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync));
+        let stream = self.client.query_raw(sql, refs).await.map_err(error)?;
+        Ok(stream.map(|r| r.map(TextRow).map_err(error)))
+    }
+}
+
+/// A row of [`PgDb::text_rows`].
+pub struct TextRow(tokio_postgres::Row);
+
+impl TextRow {
+    /// Column `i`, borrowed from the row: `None` for NULL. A column that
+    /// is not text is a [`DbError::Decode`].
+    pub fn get(&self, i: usize) -> Result<Option<&str>, DbError> {
+        self.0.try_get::<_, Option<&str>>(i).map_err(|e| DbError::Decode(format!("column {i}: {e}")))
+    }
+
+    /// The number of columns.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl CopyIn for PgDb {
     async fn batch(&self, sql: &str) -> Result<(), DbError> {
         self.client.batch_execute(sql).await.map_err(error)

@@ -180,13 +180,13 @@ impl Incoming {
 }
 
 /// What a time outside [`storable_time`] is told.
-const TIME_RANGE: &str = "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z";
+pub(crate) const TIME_RANGE: &str = "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z";
 
 /// Whether PostgreSQL stores `t` as it is written in RFC 3339: years 1 to
 /// 9999 in UTC. RFC 3339 also parses year 0, which PostgreSQL refuses ("date/
 /// time field value out of range"), and an offset can carry a time in year
 /// 1 or 9999 across into year 0 or 10000 once it is moved to UTC.
-fn storable_time(t: DateTime<Utc>) -> bool {
+pub(crate) fn storable_time(t: DateTime<Utc>) -> bool {
     use chrono::Datelike;
     (1..=9999).contains(&t.year())
 }

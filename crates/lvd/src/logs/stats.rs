@@ -67,7 +67,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, status: &str, n: u64) {
+    pub fn add(&mut self, status: &str, n: u64) {
         match status {
             "valid" => self.valid += n,
             "invalid" => self.invalid += n,
@@ -76,7 +76,7 @@ impl Counts {
         }
     }
 
-    fn total(&self) -> u64 {
+    pub fn total(&self) -> u64 {
         self.valid + self.invalid + self.unplanned
     }
 }
