@@ -22,7 +22,7 @@ const violations = [];
 page.on("console", (m) => { if (/Content Security Policy|Refused to/.test(m.text())) violations.push(m.text()); });
 page.on("pageerror", (e) => violations.push(`page error: ${e.message}`));
 const external = [];
-page.on("request", (r) => { if (!r.url().startsWith(base)) external.push(r.url()); });
+page.on("request", (r) => { if (!r.url().startsWith(base) && !r.url().startsWith("blob:")) external.push(r.url()); });
 
 async function code() {
   for (let i = 0; i < 100; i++) {
@@ -110,7 +110,52 @@ try {
   await page.setViewportSize({ width: 390, height: 844 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `the page is ${overflow}px wider than a phone`);
+  // The chart fits its container, so the newest bucket (the right end) shows.
+  await page.waitForFunction(() => {
+    const box = document.getElementById("chart").getBoundingClientRect();
+    const over = document.querySelector("#chart .u-over").getBoundingClientRect();
+    return over.right <= box.right + 1 && box.right <= window.innerWidth;
+  }, null, { timeout: 5000 });
+  const newest = await page.evaluate(() => {
+    const u = state.chart.plot;
+    const x = u.over.getBoundingClientRect().left + u.valToPos(u.data[0][u.data[0].length - 1], "x");
+    const box = document.getElementById("chart");
+    return { x, right: Math.min(box.getBoundingClientRect().right, window.innerWidth), scroll: box.scrollWidth - box.clientWidth };
+  });
+  assert.ok(newest.x <= newest.right && newest.scroll <= 1, `the newest bucket is cut off: ${JSON.stringify(newest)}`);
   await page.screenshot({ path: `${shots}/04-phone.png`, fullPage: true });
+  await page.setViewportSize({ width: 1200, height: 900 });
+
+  // Reports and exports: ask for each, watch it finish without reloading,
+  // download it.
+  await page.getByRole("button", { name: "Reports & exports" }).click();
+  const jobForm = page.locator("#job-form");
+  const finish = async (what) => {
+    await jobForm.getByLabel("What").selectOption(what);
+    await jobForm.getByRole("button", { name: "Create" }).click();
+    const row = page.locator("#job-list tbody tr").first();
+    await row.locator(".job-status.done").waitFor({ timeout: 30000 });
+    const [download] = await Promise.all([page.waitForEvent("download"), row.getByRole("button", { name: "Download" }).click()]);
+    const path = `${shots}/${download.suggestedFilename()}`;
+    await download.saveAs(path);
+    return { name: download.suggestedFilename(), path };
+  };
+  const exported = await finish("export:csv");
+  assert.match(exported.name, /^lvd-export-.*\.csv$/);
+  const { readFile } = await import("node:fs/promises");
+  const csv = await readFile(exported.path, "utf8");
+  assert.ok(csv.startsWith("id,received_at,timestamp,event,status"), csv.slice(0, 80));
+  assert.equal(csv.trimEnd().split("\r\n").length, 1 + 4, "the header and the four events");
+  const report = await finish("report:html");
+  assert.match(report.name, /^lvd-report-.*\.html$/);
+  await page.screenshot({ path: `${shots}/05-jobs.png`, fullPage: true });
+  // The report opens on its own (no server, nothing external) in Chromium.
+  const reportPage = await context.newPage();
+  await reportPage.goto(`file://${report.path}`);
+  await reportPage.locator("h1", { hasText: "Browser shop" }).waitFor();
+  assert.equal(await reportPage.locator("svg rect").count() > 0, true, "the chart has bars");
+  await reportPage.screenshot({ path: `${shots}/06-report.png`, fullPage: true });
+  await reportPage.close();
 
   // Sign out; a reload stays signed out (the refresh cookie was revoked).
   await page.getByRole("button", { name: "Sign out" }).click();

@@ -206,14 +206,18 @@ function openApp(app) {
 
 function setView(view) {
   state.view = view;
-  $("live").hidden = view !== "live";
-  $("rules").hidden = view !== "rules";
-  $("tab-live").setAttribute("aria-pressed", view === "live");
-  $("tab-rules").setAttribute("aria-pressed", view === "rules");
-  if (view === "live") startLive(); else { stopStream(); loadRules(); }
+  for (const v of ["live", "rules", "jobs"]) {
+    $(v).hidden = view !== v;
+    $(`tab-${v}`).setAttribute("aria-pressed", view === v);
+  }
+  stopJobPolling();
+  if (view === "live") return startLive();
+  stopStream();
+  if (view === "rules") loadRules(); else loadJobs();
 }
 $("tab-live").addEventListener("click", () => setView("live"));
 $("tab-rules").addEventListener("click", () => setView("rules"));
+$("tab-jobs").addEventListener("click", () => setView("jobs"));
 
 // ---------- live view ----------
 
@@ -307,18 +311,25 @@ function renderStats(s) {
   renderChart(s);
 }
 
+// The chart's width is its container's, now and whenever that changes (a
+// phone turned, a window resized), so the newest buckets on the right are
+// never cut off.
+const chartWidth = () => Math.max(200, Math.floor($("chart").getBoundingClientRect().width) || 600);
+new ResizeObserver(() => {
+  if (state.chart && !$("chart").closest("[hidden]")) state.chart.plot.setSize({ width: chartWidth(), height: 220 });
+}).observe($("chart"));
+
 function renderChart(s) {
   const x = s.series.map((b) => Date.parse(b.start) / 1000);
   const data = [x, s.series.map((b) => b.valid), s.series.map((b) => b.invalid), s.series.map((b) => b.unplanned)];
-  const width = Math.max(280, $("chart").clientWidth || 600);
-  if (!state.chart || state.chart.width !== width || state.chart.window !== s.window) {
+  if (!state.chart || state.chart.window !== s.window) {
     if (state.chart) state.chart.plot.destroy();
     const opts = {
-      width, height: 220,
+      width: chartWidth(), height: 220,
       series: [{}, { label: "valid", stroke: "#1a7f37", fill: "rgba(26,127,55,.15)" }, { label: "invalid", stroke: "#cf222e", fill: "rgba(207,34,46,.15)" }, { label: "unplanned", stroke: "#9a6700" }],
       axes: [{}, { size: 40 }],
     };
-    state.chart = { plot: new uPlot(opts, data, $("chart")), width, window: s.window };
+    state.chart = { plot: new uPlot(opts, data, $("chart")), window: s.window };
   } else {
     state.chart.plot.setData(data);
   }
@@ -436,6 +447,91 @@ $("test-form").addEventListener("submit", async (e) => {
   if (!r.ok) { $("test-result").textContent = problemText(r); return; }
   $("test-result").textContent = `Result: ${r.data.status}`;
   listErrors(f.querySelector(".errors"), r.data.errors);
+});
+
+// ---------- reports and exports ----------
+
+const localInput = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+const describeJob = (j) => `${j.kind === "report" ? "Report" : "Export"} (${j.format.toUpperCase()})`;
+
+async function loadJobs() {
+  const f = $("job-form");
+  if (!f.from.value) {
+    const now = new Date();
+    f.from.value = localInput(new Date(now.getTime() - 24 * 3600 * 1000));
+    f.to.value = localInput(new Date(now.getTime() + 60 * 1000));
+  }
+  formKind();
+  const r = await api("GET", `/api/apps/${state.app.id}/jobs?limit=50`);
+  if (!r.ok) return say(problemText(r));
+  renderJobs(r.data.items);
+}
+
+function renderJobs(jobs) {
+  $("jobs-empty").hidden = jobs.length > 0;
+  $("job-list").tBodies[0].replaceChildren(...jobs.map((j) => el("tr", { "data-job": j.id },
+    el("th", { scope: "row" }, describeJob(j)),
+    el("td", {}, fmtTime(j.created_at)),
+    el("td", { class: `job-status ${j.status}` }, j.status === "failed" ? `failed: ${j.error}` : j.status),
+    el("td", {}, j.download_url ? el("button", { type: "button", onclick: () => downloadJob(j) }, "Download") : ""),
+  )));
+  // Watch the unfinished ones until they finish, without reloading.
+  stopJobPolling();
+  if (jobs.some((j) => j.status === "queued" || j.status === "running")) {
+    const app = state.app;
+    state.jobTimer = setTimeout(async () => {
+      if (state.app !== app || state.view !== "jobs") return;
+      const r = await api("GET", `/api/apps/${app.id}/jobs?limit=50`);
+      if (r.ok && state.app === app && state.view === "jobs") renderJobs(r.data.items);
+    }, 1000);
+  }
+}
+
+function stopJobPolling() {
+  clearTimeout(state.jobTimer);
+  state.jobTimer = null;
+}
+
+// The file comes with the access token, so it is fetched and handed to the
+// browser as a download rather than opened by URL.
+async function downloadJob(j) {
+  const resp = await fetch(j.download_url, { headers: { Authorization: `Bearer ${state.token}` } });
+  if (resp.status === 401 && (await refresh())) return downloadJob(j);
+  if (!resp.ok) return say(`The download failed (${resp.status}).`);
+  const name = (resp.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
+  const url = URL.createObjectURL(await resp.blob());
+  const a = el("a", { href: url, download: name ? name[1] : `${j.kind}.${j.format}` });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
+
+function formKind() {
+  const f = $("job-form");
+  const kind = f.what.value.split(":")[0];
+  for (const n of f.querySelectorAll(".export-only")) n.hidden = kind !== "export";
+  for (const n of f.querySelectorAll(".report-only")) n.hidden = kind !== "report";
+}
+$("job-form").what.addEventListener("change", formKind);
+
+$("job-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = e.target;
+  formError(f);
+  const [kind, format] = f.what.value.split(":");
+  const time = (v) => (v ? new Date(v).toISOString() : "");
+  const body = { from: time(f.from.value), to: time(f.to.value), format };
+  if (kind === "export") {
+    if (f.status.value) body.status = f.status.value;
+    if (f.event.value) body.event = f.event.value;
+  } else {
+    body.notify = f.notify.checked;
+  }
+  const r = await api("POST", `/api/apps/${state.app.id}/${kind}s`, body);
+  if (!r.ok) return formError(f, problemText(r));
+  say(`${kind === "report" ? "Report" : "Export"} queued.`);
+  await loadJobs();
 });
 
 start();
