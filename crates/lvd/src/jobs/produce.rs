@@ -141,9 +141,10 @@ async fn locked(reader: &PgDb, writer: &PgDb, job: &Claimed, spec: &Spec) -> Res
     let (bytes, parts) = file.finish().await?;
     writer
         .execute(
-            "UPDATE jobs SET status = 'done', slot = NULL, error = NULL, finished_at = now(), \
-               file_bytes = $2, file_parts = $3::bigint::int, expires_at = now() + make_interval(days => keep_days) \
-             WHERE id = $1",
+            // clock_timestamp(): now() is when the transaction began.
+            "UPDATE jobs SET status = 'done', slot = NULL, error = NULL, finished_at = c.t, \
+               file_bytes = $2, file_parts = $3::bigint::int, expires_at = c.t + make_interval(days => keep_days) \
+             FROM (SELECT clock_timestamp() AS t) AS c WHERE id = $1",
             &[job.id.into(), Param::I64(bytes as i64), Param::I64(i64::from(parts))],
         )
         .await?;
