@@ -335,6 +335,39 @@ async fn an_expired_file_is_deleted_and_its_download_is_gone() {
     assert_eq!(resp.json::<Value>().await.unwrap()["code"], "job_expired");
 }
 
+/// `n` events of `app` straight into `log_entries` (the minutes before now).
+async fn many_events(app: &TestApp, app_id: &str, n: i64) {
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO log_entries (id, app_id, event, status, properties, received_at) \
+             SELECT gen_random_uuid(), $1::text::uuid, 'page_view', 'unplanned', jsonb_build_object('n', n, 'path', '/some/page/' || n), \
+                    now() - make_interval(secs => (n / 1000.0)::double precision) \
+             FROM generate_series(1, $2::bigint) AS n",
+            &[&app_id, &n],
+        )
+        .await
+        .unwrap();
+}
+
+async fn running(app: &TestApp, token: &str, job_id: &str) {
+    eventually(Duration::from_secs(20), "the worker to start the export", || async {
+        (job(app, token, job_id).await.1["status"] == "running").then_some(())
+    })
+    .await;
+}
+
+/// The CSV's event ids, each once.
+fn csv_ids(file: &[u8]) -> std::collections::HashSet<String> {
+    let mut reader = csv::Reader::from_reader(file);
+    let mut ids = std::collections::HashSet::new();
+    for record in reader.records() {
+        assert!(ids.insert(record.unwrap()[0].to_owned()), "each event once");
+    }
+    ids
+}
+
 #[tokio::test]
 async fn a_worker_killed_mid_export_leaves_the_job_to_another_which_ends_it_done_once_and_whole() {
     const EVENTS: i64 = 400_000;
@@ -342,23 +375,12 @@ async fn a_worker_killed_mid_export_leaves_the_job_to_another_which_ends_it_done
     let smtp = TestSmtp::start().await;
     let token = app.signed_in("kill@example.com").await;
     let (id, _) = app.create_app(&token, "Big").await;
+    many_events(&app, &id, EVENTS).await;
     let db = app.db.client().await;
-    db.execute(
-        "INSERT INTO log_entries (id, app_id, event, status, properties, received_at) \
-         SELECT gen_random_uuid(), $1::text::uuid, 'page_view', 'unplanned', jsonb_build_object('n', n, 'path', '/some/page/' || n), \
-                now() - make_interval(secs => (n / 1000.0)::double precision) \
-         FROM generate_series(1, $2::bigint) AS n",
-        &[&id, &EVENTS],
-    )
-    .await
-    .unwrap();
     let job_id = create(&app, &token, &format!("/api/apps/{id}/exports"), with(range(), json!({"format": "csv"}))).await;
 
     let mut first = worker(&app, &smtp, &[]).await;
-    eventually(Duration::from_secs(20), "the first worker to start the export", || async {
-        (job(&app, &token, &job_id).await.1["status"] == "running").then_some(())
-    })
-    .await;
+    running(&app, &token, &job_id).await;
     first.kill().await;
     let (_, after_kill) = job(&app, &token, &job_id).await;
     assert_eq!(after_kill["status"], "running", "killed mid-export");
@@ -372,16 +394,31 @@ async fn a_worker_killed_mid_export_leaves_the_job_to_another_which_ends_it_done
     })
     .await;
     assert_eq!(done["status"], "done", "{done}");
-    let file = download(&app, &token, &done).await;
-    let mut reader = csv::Reader::from_reader(file.as_slice());
-    let mut ids = std::collections::HashSet::new();
-    for record in reader.records() {
-        assert!(ids.insert(record.unwrap()[0].to_owned()), "each event once");
-    }
-    assert_eq!(ids.len() as i64, EVENTS, "every event");
+    assert_eq!(csv_ids(&download(&app, &token, &done).await).len() as i64, EVENTS, "every event");
     let row = db.query_one("SELECT attempts, file_parts FROM jobs WHERE id = $1::text::uuid", &[&job_id]).await.unwrap();
     let (attempts, file_parts): (i32, i32) = (row.get(0), row.get(1));
     assert_eq!(attempts, 2, "started twice, produced once");
     let stored: i64 = db.query_one("SELECT count(*) FROM job_files", &[]).await.unwrap().get(0);
     assert_eq!(stored, i64::from(file_parts));
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_export_in_flight_finish_before_the_worker_exits() {
+    const EVENTS: i64 = 300_000;
+    let app = without_worker(&[]).await;
+    let smtp = TestSmtp::start().await;
+    let token = app.signed_in("term@example.com").await;
+    let (id, _) = app.create_app(&token, "Big").await;
+    many_events(&app, &id, EVENTS).await;
+    let job_id = create(&app, &token, &format!("/api/apps/{id}/exports"), with(range(), json!({"format": "ndjson"}))).await;
+
+    let mut w = worker(&app, &smtp, &[]).await;
+    running(&app, &token, &job_id).await;
+    let pid = nix::unistd::Pid::from_raw(w.child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(60), w.child.wait()).await.expect("the worker exits").unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let (_, done) = job(&app, &token, &job_id).await;
+    assert_eq!(done["status"], "done", "finished before exiting: {done}");
+    assert_eq!(ndjson_items(&download(&app, &token, &done).await).len() as i64, EVENTS);
 }
