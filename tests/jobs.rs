@@ -335,6 +335,37 @@ async fn an_expired_file_is_deleted_and_its_download_is_gone() {
     assert_eq!(resp.json::<Value>().await.unwrap()["code"], "job_expired");
 }
 
+#[tokio::test]
+async fn a_job_that_can_never_succeed_ends_failed_with_a_readable_error_and_the_owner_is_told() {
+    let app = without_worker(&[]).await;
+    let smtp = TestSmtp::start().await;
+    let token = app.signed_in("poison@example.com").await;
+    let (id, _) = app.create_app(&token, "Shop").await;
+    let job_id = create(&app, &token, &format!("/api/apps/{id}/reports"), with(range(), json!({"format": "html", "notify": true}))).await;
+    // A row this version cannot read (as if written by another): it can never be produced.
+    let db = app.db.client().await;
+    db.execute("UPDATE jobs SET params = params || '{\"from\": \"not a time\"}' WHERE id = $1::text::uuid", &[&job_id]).await.unwrap();
+
+    let _w = worker(&app, &smtp, &[]).await;
+    let failed = finished(&app, &token, &job_id).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"], "the job cannot be produced: unreadable from");
+    assert_eq!(failed["download_url"], Value::Null);
+    let resp = app.call(Method::GET, &format!("/api/jobs/{job_id}/download"), &token, None).await;
+    assert_eq!(resp.status(), 409);
+    assert_eq!(resp.json::<Value>().await.unwrap()["code"], "job_failed");
+    let mail = smtp.wait_for("poison@example.com", 1, Duration::from_secs(30)).await;
+    assert!(mail.subject.contains("failed") && mail.text.contains("unreadable from"), "{} / {}", mail.subject, mail.text);
+    // Failed jobs leave the cap, and their queue entry is settled.
+    eventually(Duration::from_secs(10), "the entry to be acknowledged", || async {
+        match app.redis_cmd(&["XLEN", lvd::keys::JOB_QUEUE]).await {
+            redis::Value::Int(0) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+}
+
 /// `n` events of `app` straight into `log_entries` (the minutes before now).
 async fn many_events(app: &TestApp, app_id: &str, n: i64) {
     app.db
