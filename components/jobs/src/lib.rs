@@ -14,7 +14,7 @@ use lvd::db::DbError;
 use lvd::jobs::store::{self, CreateError, Job};
 use lvd::jobs::{self, Spec};
 use lvd::limits::Decision;
-use lvd::problem::{FieldError, Problem};
+use lvd::problem::Problem;
 use lvd_component::api::{self, Gate};
 use lvd_component::config::{self, Common};
 use lvd_component::db::SpinDb;
@@ -113,24 +113,7 @@ async fn create(req: Request, ctx: &Ctx, owner: Uuid, app: Uuid, parse: fn(&[u8]
 /// The app's jobs, newest first: `limit` (1-500, default 50) and `cursor`
 /// (the last id of the previous page).
 async fn list(req: &Request, ctx: &Ctx, owner: Uuid, app: Uuid) -> Result<Response, Error> {
-    let (mut limit, mut before, mut errors) = (50, None, Vec::new());
-    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
-        match &*k {
-            "limit" => match v.parse::<i64>() {
-                Ok(n) if (1..=500).contains(&n) => limit = n,
-                _ => errors.push(FieldError::new("/limit", "must be an integer from 1 to 500")),
-            },
-            "cursor" if v.is_empty() => {}
-            "cursor" => match v.parse::<Uuid>() {
-                Ok(id) => before = Some(id),
-                Err(_) => errors.push(FieldError::new("/cursor", "is not a cursor this API issued")),
-            },
-            _ => {}
-        }
-    }
-    if !errors.is_empty() {
-        return Err(Problem::validation(errors).into());
-    }
+    let (limit, before) = lvd::input::page(req.uri().query().unwrap_or(""), |c| c.parse::<Uuid>().ok())?;
     lvd::apps::store::get(&ctx.common.db, owner, app).await?.ok_or(Error::NotFound)?;
     let (jobs, more) = store::list(&ctx.common.db, owner, app, before, limit).await?;
     let next = if more { jobs.last().map(|j| j.id.to_string()) } else { None };

@@ -93,6 +93,29 @@ impl Fields {
     }
 }
 
+/// The `limit` (1–500, default 50) and `cursor` of a list route's query
+/// string, `decode` reading a cursor this API issued (an empty one is the
+/// first page); 422 naming each bad one.
+pub fn page<C>(query: &str, decode: impl Fn(&str) -> Option<C>) -> Result<(i64, Option<C>), Problem> {
+    use crate::logs::query::{DEFAULT_LIMIT, MAX_LIMIT};
+    let (mut limit, mut after, mut errors) = (DEFAULT_LIMIT, None, Vec::new());
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "limit" => match v.parse::<i64>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
+                _ => errors.push(FieldError::new("/limit", "must be an integer from 1 to 500")),
+            },
+            "cursor" if v.is_empty() => {}
+            "cursor" => match decode(&v) {
+                Some(c) => after = Some(c),
+                None => errors.push(FieldError::new("/cursor", "is not a cursor this API issued")),
+            },
+            _ => {}
+        }
+    }
+    if errors.is_empty() { Ok((limit, after)) } else { Err(Problem::validation(errors)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,10 +11,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::query::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::rfc3339;
 use crate::db::{Db, DbError, Param, Row};
-use crate::problem::{FieldError, Problem};
+use crate::problem::Problem;
 
 /// A page request: how many, after which row.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,23 +25,8 @@ pub struct Page {
 impl Page {
     /// `limit` (1–500, default 50) and `cursor`; 422 naming each bad one.
     pub fn parse(query: &str) -> Result<Self, Problem> {
-        let (mut limit, mut after, mut errors) = (DEFAULT_LIMIT, None, Vec::new());
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            match &*k {
-                "limit" => match v.parse::<i64>() {
-                    Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
-                    _ => errors.push(FieldError::new("/limit", "must be an integer from 1 to 500")),
-                },
-                // An empty cursor is the first page, as an absent one.
-                "cursor" if v.is_empty() => {}
-                "cursor" => match decode_cursor(&v) {
-                    Some(c) => after = Some(c),
-                    None => errors.push(FieldError::new("/cursor", "is not a cursor this API issued")),
-                },
-                _ => {}
-            }
-        }
-        if errors.is_empty() { Ok(Self { limit, after }) } else { Err(Problem::validation(errors)) }
+        let (limit, after) = crate::input::page(query, decode_cursor)?;
+        Ok(Self { limit, after })
     }
 }
 
