@@ -108,16 +108,19 @@ impl HttpTrigger {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        let asked_id = request_id(req.headers()).map(str::to_owned);
         let (route, component, resp) = match self.dispatch(req, client).await {
             Ok(done) => done,
             Err(e) => {
-                tracing::warn!(target: "access", %method, path, "request refused: {e:#}");
+                tracing::warn!(target: "access", %method, path, request_id = asked_id, "request refused: {e:#}");
                 return Err(e);
             }
         };
+        // The id the app gave the request (it keeps a valid incoming one).
+        let id = request_id(resp.headers()).map(str::to_owned).or(asked_id);
         tracing::info!(
             target: "access",
-            %method, path, route, component, status = resp.status().as_u16(),
+            %method, path, route, component, status = resp.status().as_u16(), request_id = id,
             ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1e3),
         );
         Ok(resp)
@@ -168,6 +171,11 @@ impl HttpTrigger {
             _ => empty(StatusCode::NOT_FOUND),
         }
     }
+}
+
+/// The `X-Request-Id` of a request or reply, when it is text.
+fn request_id(headers: &http::HeaderMap) -> Option<&str> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok())
 }
 
 /// Spin drops a `Host` that names a `*.spin.internal` component (service

@@ -80,10 +80,20 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // JSON lines unless a person is reading (a terminal), or LVD_LOG_FORMAT
+    // says `json` or `text`.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let json = match std::env::var("LVD_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
     match Cli::parse().command {
         Command::Migrate { database_url } => {
             let applied = lvd_worker::migrate::run(&database_url).await?;
@@ -149,8 +159,8 @@ async fn run(args: RunArgs) -> Result<()> {
         let _ = tx.send(true);
     });
     tracing::info!(consumer, "working {}, {} and {}", lvd::keys::EMAIL_QUEUE, lvd::keys::INGEST_STREAM, lvd::keys::JOB_QUEUE);
-    let job_runner = tokio::spawn(runner::run(jobs, args.job_concurrency, rx.clone(), Duration::from_secs(30)));
-    runner::run(deps, args.concurrency, rx, Duration::from_secs(30)).await;
+    let job_runner = tokio::spawn(runner::run(jobs, args.job_concurrency, rx.clone(), Duration::from_secs(30), metrics.clone()));
+    runner::run(deps, args.concurrency, rx, Duration::from_secs(30), metrics.clone()).await;
     let _ = job_runner.await;
     // Each writer finishes the step in flight (its COPY and ack) first.
     for w in writers {

@@ -14,6 +14,15 @@ pub struct Metrics {
     pub rows: prometheus::IntCounter,
     /// Rows PostgreSQL refused, kept in `quarantined_rows`.
     pub quarantined: prometheus::IntCounter,
+    /// Entries being worked now, and how many may be at once, by queue:
+    /// their ratio is the worker's utilisation.
+    pub busy: IntGaugeVec,
+    pub concurrency: IntGaugeVec,
+    /// 1 from the shutdown signal until the entries in flight are done.
+    pub draining: prometheus::IntGauge,
+    /// Entries still in flight when a drain ran out of time (reclaimed by
+    /// another worker later).
+    pub drain_abandoned: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -34,7 +43,18 @@ impl Metrics {
             prometheus::IntCounter::new("lvd_worker_rows_quarantined_total", "Rows PostgreSQL refused, kept in quarantined_rows")
                 .expect("valid metric");
         registry.register(Box::new(quarantined.clone())).expect("unique metric");
-        Self { registry, jobs, queue_depth, send_seconds: send, rows, quarantined }
+        let busy = IntGaugeVec::new(Opts::new("lvd_worker_busy", "Entries being worked now, by queue"), &["queue"]).expect("valid metric");
+        let concurrency = IntGaugeVec::new(Opts::new("lvd_worker_concurrency", "Entries that may be worked at once, by queue"), &["queue"])
+            .expect("valid metric");
+        let draining = prometheus::IntGauge::new("lvd_worker_draining", "1 while the worker finishes its entries before exiting")
+            .expect("valid metric");
+        let drain_abandoned =
+            prometheus::IntCounter::new("lvd_worker_drain_abandoned_total", "Entries still in flight when a drain ran out of time")
+                .expect("valid metric");
+        for m in [Box::new(busy.clone()) as Box<dyn prometheus::core::Collector>, Box::new(concurrency.clone()), Box::new(draining.clone()), Box::new(drain_abandoned.clone())] {
+            registry.register(m).expect("unique metric");
+        }
+        Self { registry, jobs, queue_depth, send_seconds: send, rows, quarantined, busy, concurrency, draining, drain_abandoned }
     }
 
     pub fn render(&self) -> String {

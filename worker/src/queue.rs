@@ -26,6 +26,9 @@ pub struct Entry {
     pub job: String,
     /// Failed attempts so far.
     pub attempts: u32,
+    /// The request that made the entry, when it came from one: the worker's
+    /// log lines about the entry name it.
+    pub request_id: Option<String>,
 }
 
 #[derive(Clone)]
@@ -203,6 +206,7 @@ fn entry(id: StreamId) -> Entry {
     Entry {
         job: text(FIELD).unwrap_or_default(),
         attempts: text("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
+        request_id: text(lvd::keys::REQUEST_ID_FIELD),
         id: id.id,
     }
 }

@@ -9,8 +9,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::delivery::now_ms;
+use crate::metrics::Metrics;
 use crate::queue::{Entry, Queue};
 
 pub trait Handler: Send + Sync + 'static {
@@ -38,7 +40,10 @@ pub async fn fetch(h: &impl Handler, max: usize, block: Duration) -> Result<Vec<
 /// entries in flight; then waits for those to finish (up to `drain`). What
 /// is still in flight after that stays pending in the consumer group, and
 /// another worker reclaims it.
-pub async fn run<H: Handler>(h: Arc<H>, concurrency: usize, mut shutdown: tokio::sync::watch::Receiver<bool>, drain: Duration) {
+pub async fn run<H: Handler>(h: Arc<H>, concurrency: usize, mut shutdown: tokio::sync::watch::Receiver<bool>, drain: Duration, metrics: Metrics) {
+    let name = lvd::keys::QUEUES.iter().find(|(_, key)| *key == h.queue().key).map_or(h.queue().key.as_str(), |(name, _)| *name);
+    let busy = metrics.busy.with_label_values(&[name]);
+    metrics.concurrency.with_label_values(&[name]).set(concurrency as i64);
     let permits = Arc::new(Semaphore::new(concurrency));
     // Entries this worker is working. One slower than `reclaim_idle` looks
     // abandoned, and XAUTOCLAIM hands it back to its own worker: such an
@@ -77,20 +82,30 @@ pub async fn run<H: Handler>(h: Arc<H>, concurrency: usize, mut shutdown: tokio:
                 continue; // reclaimed from ourselves while still working it
             }
             let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
-            let (h, in_flight) = (h.clone(), in_flight.clone());
-            tokio::spawn(async move {
-                if let Err(e) = h.execute(&entry).await {
-                    // The entry stays pending and will be reclaimed.
-                    tracing::error!(queue = h.queue().key, entry = %entry.id, "could not settle entry: {e:#}");
+            let (h, in_flight, busy) = (h.clone(), in_flight.clone(), busy.clone());
+            busy.inc();
+            // Every line logged while working the entry names it, and the
+            // request it came from.
+            let span = tracing::info_span!("entry", queue = h.queue().key, entry = %entry.id, request_id = entry.request_id.as_deref());
+            tokio::spawn(
+                async move {
+                    if let Err(e) = h.execute(&entry).await {
+                        // The entry stays pending and will be reclaimed.
+                        tracing::error!("could not settle entry: {e:#}");
+                    }
+                    in_flight.lock().expect("never poisoned").remove(&entry.id);
+                    busy.dec();
+                    drop(permit);
                 }
-                in_flight.lock().expect("never poisoned").remove(&entry.id);
-                drop(permit);
-            });
+                .instrument(span),
+            );
         }
     }
     tracing::info!(queue = h.queue().key, "shutting down: waiting for the entries in flight");
+    metrics.draining.set(1);
     let all = permits.acquire_many(concurrency as u32);
     if tokio::time::timeout(drain, all).await.is_err() {
+        metrics.drain_abandoned.inc_by(busy.get().max(0) as u64);
         tracing::warn!(queue = h.queue().key, "entries still in flight after {drain:?}; they will be reclaimed");
     }
 }

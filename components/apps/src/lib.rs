@@ -15,6 +15,7 @@ use lvd_component::http::{self as h, Response};
 use lvd_component::kv::SpinKv;
 use lvd_component::routes::{Matched, Route, Routes};
 use lvd_component::serve::{self, Config, answer, serve};
+use lvd_component::scope::Scope;
 use lvd_component::{Reply, Request, variables};
 use uuid::Uuid;
 
@@ -56,8 +57,8 @@ pub(crate) struct Ctx {
 }
 
 impl Config for Ctx {
-    async fn load() -> Result<Self, variables::Error> {
-        let common = Common::load().await?;
+    async fn load(scope: &Scope) -> Result<Self, variables::Error> {
+        let common = Common::load(scope).await?;
         Ok(Self { kv: SpinKv::new(&common.redis), common })
     }
 }
@@ -65,7 +66,7 @@ impl Config for Ctx {
 lvd_component::entry!(handle);
 
 async fn handle(req: Request) -> Reply {
-    serve::<Ctx, _>(NAME, req, async |req, ctx| {
+    serve::<Ctx, _, _>(NAME, &ROUTES, req, async |req, ctx| {
         let (claims, decision) = match api::admit(&Gate::for_api(&ctx.common).await, &req).await {
             Ok(admitted) => admitted,
             Err(resp) => return resp,

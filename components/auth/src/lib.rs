@@ -20,6 +20,7 @@ use lvd_component::http::{self as h, Response};
 use lvd_component::redis::SpinRedis;
 use lvd_component::routes::{Route, Routes};
 use lvd_component::serve::{Config, answer, serve};
+use lvd_component::scope::Scope;
 use lvd_component::{Request, variables};
 
 const NAME: &str = "auth";
@@ -58,8 +59,8 @@ struct Ctx {
 }
 
 impl Config for Ctx {
-    async fn load() -> Result<Self, variables::Error> {
-        let Common { db, redis, jwt_secret, trusted_proxies } = Common::load().await?;
+    async fn load(scope: &Scope) -> Result<Self, variables::Error> {
+        let Common { db, redis, jwt_secret, trusted_proxies } = Common::load(scope).await?;
         Ok(Self {
             db,
             redis,
@@ -79,7 +80,7 @@ impl Ctx {
 lvd_component::entry!(handle);
 
 async fn handle(req: Request) -> lvd_component::Reply {
-    serve::<Ctx, _>(NAME, req, async |req, ctx| {
+    serve::<Ctx, _, _>(NAME, &ROUTES, req, async |req, ctx| {
         let ip = h::client_ip(&req, &ctx.trusted_proxies).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let decision = match limits::hit(&ctx.redis, ctx.per_ip, &ip).await {
             Ok(d) => d,

@@ -13,6 +13,7 @@ use http::Method;
 use lvd::db::DbError;
 use lvd::jobs::store::{self, CreateError, Job};
 use lvd::jobs::{self, Spec};
+use lvd::kv::Redis as _;
 use lvd::limits::Decision;
 use lvd::problem::Problem;
 use lvd_component::api::{self, Gate};
@@ -22,7 +23,8 @@ use lvd_component::host::BodySink;
 use lvd_component::http::{self as h, Response};
 use lvd_component::routes::{Route, Routes};
 use lvd_component::serve::{self, Config, Reply, answer, serve};
-use lvd_component::{Request, variables};
+use lvd_component::scope::Scope;
+use lvd_component::{Request, log, variables};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -54,9 +56,9 @@ struct Ctx {
 }
 
 impl Config for Ctx {
-    async fn load() -> Result<Self, variables::Error> {
+    async fn load(scope: &Scope) -> Result<Self, variables::Error> {
         Ok(Self {
-            common: Common::load().await?,
+            common: Common::load(scope).await?,
             max_unfinished: config::number("jobs_max_unfinished", jobs::DEFAULT_MAX_UNFINISHED).await?,
             file_days: config::number("job_file_days", jobs::DEFAULT_FILE_DAYS).await?,
         })
@@ -66,7 +68,7 @@ impl Config for Ctx {
 lvd_component::entry!(handle);
 
 async fn handle(req: Request) -> Reply {
-    serve::<Ctx, _>(NAME, req, async |req, ctx| {
+    serve::<Ctx, _, _>(NAME, &ROUTES, req, async |req, ctx| {
         let (claims, decision) = match api::admit(&Gate::for_api(&ctx.common).await, &req).await {
             Ok(admitted) => admitted,
             Err(resp) => return resp.into(),
@@ -103,7 +105,8 @@ async fn create(req: Request, ctx: &Ctx, owner: Uuid, app: Uuid, parse: fn(&[u8]
     // The row is the job: if the entry cannot be queued now, the worker's
     // sweep queues it later (`store::requeue_stale`), so the 202 holds.
     if let Err(e) = jobs::enqueue(&ctx.common.redis, job.id).await {
-        eprintln!("{NAME}: job {} recorded but not queued yet (the worker's sweep will): {}", job.id, lvd::cause::chain(&e));
+        let why = format!("job {} recorded but not queued yet (the worker's sweep will): {}", job.id, lvd::cause::chain(&e));
+        log::error(NAME, ctx.common.redis.request_id(), &why);
     }
     let mut resp = h::json(202, &json!({ "job_id": job.id, "status": job.status }));
     resp.headers_mut().insert(http::header::LOCATION, format!("/api/jobs/{}", job.id).parse().expect("a valid header"));
@@ -149,12 +152,14 @@ async fn download(ctx: &Ctx, owner: Uuid, id: Uuid, decision: &Decision) -> Resu
     // or load anything, even if opened in place.
     headers.insert(http::header::CONTENT_SECURITY_POLICY, http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; sandbox"));
     let db = ctx.common.db.another();
-    Ok(serve::streamed(h::with_rate_limit(head, decision), move |sink| send_parts(db, id, parts, first, sink)))
+    let request_id = ctx.common.redis.request_id().map(str::to_owned);
+    Ok(serve::streamed(h::with_rate_limit(head, decision), move |sink| send_parts(db, id, parts, first, sink, request_id)))
 }
 
 /// Sends the parts in order; stops when the client leaves or a part cannot
 /// be read (the client then sees a body shorter than its length).
-async fn send_parts(db: SpinDb, id: Uuid, parts: i64, first: Vec<u8>, mut sink: BodySink) {
+async fn send_parts(db: SpinDb, id: Uuid, parts: i64, first: Vec<u8>, mut sink: BodySink, request_id: Option<String>) {
+    let fault = |why: String| log::error(NAME, request_id.as_deref(), &why);
     if sink.send(first).await.is_err() {
         return;
     }
@@ -165,8 +170,8 @@ async fn send_parts(db: SpinDb, id: Uuid, parts: i64, first: Vec<u8>, mut sink: 
                     return;
                 }
             }
-            Ok(None) => return eprintln!("{NAME}: job {id}: part {part} vanished mid-download"),
-            Err(e) => return eprintln!("{NAME}: job {id}: part {part} unreadable: {}", lvd::cause::chain(&e)),
+            Ok(None) => return fault(format!("job {id}: part {part} vanished mid-download")),
+            Err(e) => return fault(format!("job {id}: part {part} unreadable: {}", lvd::cause::chain(&e))),
         }
     }
 }

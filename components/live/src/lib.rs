@@ -41,7 +41,8 @@ use lvd_component::kv::SpinKv;
 use lvd_component::redis::SpinRedis;
 use lvd_component::routes::{Route, Routes};
 use lvd_component::serve::{self, Config, Reply, answer, serve};
-use lvd_component::{Request, variables};
+use lvd_component::scope::Scope;
+use lvd_component::{Request, log, variables};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -83,15 +84,15 @@ struct Ctx {
 }
 
 impl Config for Ctx {
-    async fn load() -> Result<Self, variables::Error> {
-        Ok(Self { common: Common::load().await?, stream_secs: config::number("live_stream_seconds", STREAM_SECS).await? })
+    async fn load(scope: &Scope) -> Result<Self, variables::Error> {
+        Ok(Self { common: Common::load(scope).await?, stream_secs: config::number("live_stream_seconds", STREAM_SECS).await? })
     }
 }
 
 lvd_component::entry!(handle);
 
 async fn handle(req: Request) -> Reply {
-    serve::<Ctx, _>(NAME, req, async |req, ctx| {
+    serve::<Ctx, _, _>(NAME, &ROUTES, req, async |req, ctx| {
         let (claims, decision) = match api::admit(&Gate::for_api(&ctx.common).await, &req).await {
             Ok(admitted) => admitted,
             Err(resp) => return resp.into(),
@@ -125,7 +126,7 @@ fn window(req: &Request) -> Result<Window, Error> {
 async fn figures(req: &Request, common: &Common, caller: Uuid, app: Uuid) -> Result<Response, Error> {
     let window = window(req)?;
     let kv = SpinKv::new(&common.redis);
-    if let Some(body) = cached(&kv, &common.redis, app, window, caller).await {
+    if let Some(body) = cached(&kv, app, window, caller).await {
         return Ok(json_text(body));
     }
     lvd::apps::store::get(&common.db, caller, app).await?.ok_or(Error::NotFound)?;
@@ -134,10 +135,9 @@ async fn figures(req: &Request, common: &Common, caller: Uuid, app: Uuid) -> Res
 }
 
 /// The cached figures, when the entry is fresh and belongs to `caller`.
-async fn cached(kv: &SpinKv, redis: &SpinRedis, app: Uuid, window: Window, caller: Uuid) -> Option<String> {
+async fn cached(kv: &SpinKv, app: Uuid, window: Window, caller: Uuid) -> Option<String> {
     let key = keys::cache::stats(app, window.as_str());
     let hit = cache::get::<Cached>(kv, &key).await.ok().flatten().filter(|c| c.owner == caller);
-    count(redis, if hit.is_some() { "hit" } else { "miss" }).await;
     hit.map(|c| c.body)
 }
 
@@ -197,13 +197,13 @@ impl Stream {
             }
             let mut out = self.invalid_events().await;
             if last_stats.is_none_or(|t| t.elapsed() >= STATS_EVERY) {
-                let figures = match cached(&kv, &self.redis, self.app, self.window, self.claims.sub).await {
+                let figures = match cached(&kv, self.app, self.window, self.claims.sub).await {
                     Some(body) => Ok(body),
                     None => fresh(&kv, &self.redis, self.app, self.window, self.claims.sub).await,
                 };
                 match figures {
                     Ok(body) => out.push_str(&live::sse("stats", &self.position, &body)),
-                    Err(e) => eprintln!("live: reading figures failed: {}", chain(&e)),
+                    Err(e) => log::error(NAME, self.redis.request_id(), &format!("reading figures failed: {}", chain(&e))),
                 }
                 last_stats = Some(std::time::Instant::now());
             }
@@ -224,7 +224,7 @@ impl Stream {
                     self.position = id;
                 }
             }
-            Err(e) => eprintln!("live: reading invalid events failed: {}", chain(&e)),
+            Err(e) => log::error(NAME, self.redis.request_id(), &format!("reading invalid events failed: {}", chain(&e))),
         }
         out
     }
@@ -249,10 +249,6 @@ fn json_text(body: String) -> Response {
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     resp
-}
-
-async fn count(redis: &impl Redis, outcome: &str) {
-    let _ = redis.execute("INCR", vec![keys::cache_outcome("stats", outcome).into()]).await;
 }
 
 /// Everything a live-figures request can fail with.

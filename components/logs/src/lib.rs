@@ -17,6 +17,7 @@ use lvd_component::http::{self as h, Response};
 use lvd_component::kv::SpinKv;
 use lvd_component::routes::{Route, Routes};
 use lvd_component::serve::{self, Config, answer, serve};
+use lvd_component::scope::Scope;
 use lvd_component::{Reply, Request, variables};
 
 const NAME: &str = "logs";
@@ -39,13 +40,13 @@ struct Ctx {
 }
 
 impl Config for Ctx {
-    async fn load() -> Result<Self, variables::Error> {
+    async fn load(scope: &Scope) -> Result<Self, variables::Error> {
         let limits = Limits {
             per_key_per_minute: config::number("rate_limit_ingest_per_key", 60_000).await?,
             max_backlog: config::number("ingest_max_backlog", 1_000_000).await?,
             bad_keys_per_ip: config::number("rate_limit_ingest_bad_keys_per_ip", 30).await?,
         };
-        let common = Common::load().await?;
+        let common = Common::load(scope).await?;
         Ok(Self { kv: SpinKv::new(&common.redis), common, limits })
     }
 }
@@ -59,7 +60,7 @@ impl Ctx {
 lvd_component::entry!(handle);
 
 async fn handle(req: Request) -> Reply {
-    serve::<Ctx, _>(NAME, req, async |req, ctx| {
+    serve::<Ctx, _, _>(NAME, &ROUTES, req, async |req, ctx| {
         let op = match ROUTES.find(req.method(), req.uri().path()) {
             Ok(m) => m.op,
             Err(p) => return h::problem(&p),

@@ -36,7 +36,7 @@ lvd_component::entry!(handle);
 /// serves is a 404 problem here, whatever the method, because the runtimes'
 /// own 404 is an empty body (Spin's), not the contract's problem document.
 async fn handle(req: Request) -> Reply {
-    serve::<(), _>("pages", req, async |req, _| match ROUTES.find(req.method(), req.uri().path()) {
+    serve::<(), _, _>("pages", &ROUTES, req, async |req, _| match ROUTES.find(req.method(), req.uri().path()) {
         Ok(at) => match at.op {
             Op::Home => redirect("/dashboard"),
             Op::Dashboard => page(DASHBOARD, "text/html; charset=utf-8", "no-cache"),

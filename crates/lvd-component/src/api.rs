@@ -44,10 +44,7 @@ pub async fn admit(gate: &Gate<'_>, req: &Request) -> Result<(Claims, Decision),
     let ids = claims.as_ref().map(|c| (c.jti.to_string(), c.sub.to_string()));
     let decided = limits::gate(gate.redis, gate.per_ip, &ip, ids.as_ref().map(|(j, u)| (j.as_str(), u.as_str())), gate.per_user)
         .await
-        .map_err(|e| {
-            eprintln!("api gate: 503: {}", lvd::cause::chain(&e));
-            unavailable()
-        })?;
+        .map_err(|e| crate::serve::noted(unavailable(), format!("api gate: 503: {}", lvd::cause::chain(&e))))?;
     if !decided.ip.allowed {
         return Err(h::problem(&Problem::rate_limited(decided.ip)));
     }

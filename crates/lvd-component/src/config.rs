@@ -5,6 +5,7 @@ use crate::host::variables;
 
 use crate::db::SpinDb;
 use crate::redis::SpinRedis;
+use crate::scope::Scope;
 
 pub struct Common {
     pub db: SpinDb,
@@ -14,10 +15,11 @@ pub struct Common {
 }
 
 impl Common {
-    pub async fn load() -> Result<Self, variables::Error> {
+    /// The settings, with a Redis handle that carries the request's `scope`.
+    pub async fn load(scope: &Scope) -> Result<Self, variables::Error> {
         Ok(Self {
             db: SpinDb::new(variables::get("database_url").await?),
-            redis: SpinRedis::new(variables::get("redis_url").await?),
+            redis: SpinRedis::new(variables::get("redis_url").await?).serving(scope),
             jwt_secret: secret("jwt_secret").await?,
             trusted_proxies: crate::http::parse_proxies(&variables::get("trusted_proxies").await?),
         })

@@ -82,4 +82,10 @@ impl KeyValue for SpinKv {
     async fn delete(&self, key: &str) -> Result<(), KvError> {
         timed(kv::delete(self.store().await?, key)).await
     }
+
+    fn note(&self, cache: &str, hit: bool) {
+        if let Some(scope) = self.redis.scope() {
+            scope.note_cache(cache, hit);
+        }
+    }
 }

@@ -15,8 +15,10 @@ pub mod deadline;
 pub mod host;
 pub mod http;
 pub mod kv;
+pub mod log;
 pub mod redis;
 pub mod routes;
+pub mod scope;
 pub mod serve;
 
 pub use host::{Request, variables};

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::deadline;
+use crate::scope::Scope;
 use crate::host::redis::{self, RedisParameter, RedisResult};
 
 thread_local! {
@@ -27,11 +28,23 @@ thread_local! {
 #[derive(Clone)]
 pub struct SpinRedis {
     url: String,
+    /// The request this handle serves, when it serves one: queue entries
+    /// carry its id, and the key-value adapter over it notes cache reads.
+    scope: Option<Scope>,
 }
 
 impl SpinRedis {
     pub fn new(url: String) -> Self {
-        Self { url }
+        Self { url, scope: None }
+    }
+
+    /// This handle, carrying `scope` (see [`Scope`]).
+    pub fn serving(self, scope: &Scope) -> Self {
+        Self { scope: Some(scope.clone()), ..self }
+    }
+
+    pub(crate) fn scope(&self) -> Option<&Scope> {
+        self.scope.as_ref()
     }
 
     async fn conn(&self) -> Result<Rc<redis::Connection>, RedisError> {
@@ -58,6 +71,10 @@ impl SpinRedis {
 }
 
 impl Redis for SpinRedis {
+    fn request_id(&self) -> Option<&str> {
+        self.scope.as_ref().map(Scope::id)
+    }
+
     async fn execute(&self, command: &str, args: Vec<Arg>) -> Result<Vec<Reply>, RedisError> {
         match deadline::within(deadline::REDIS, self.execute_now(command, args)).await {
             Some(result) => result,

@@ -55,6 +55,16 @@ impl<Op: Copy> Routes<Op> {
     }
 }
 
+impl<Op> Routes<Op> {
+    /// The pattern `path` matches, whatever the method: the `route` label of
+    /// the request's figures (`lvd::metrics`).
+    pub fn pattern(&self, path: &str) -> Option<&'static str> {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        let segments: Vec<&str> = if path.is_empty() { Vec::new() } else { path.split('/').skip(1).collect() };
+        self.0.iter().find(|r| captures(r.path, &segments).is_some()).map(|r| r.path)
+    }
+}
+
 /// The captures of `pattern` in `segments`, or `None` when it does not match.
 fn captures(pattern: &'static str, segments: &[&str]) -> Option<Vec<(&'static str, String)>> {
     let pattern: Vec<&'static str> = pattern.split('/').skip(1).filter(|s| !s.is_empty()).collect();

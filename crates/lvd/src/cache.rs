@@ -33,6 +33,9 @@ pub trait KeyValue {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
     async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError>;
     async fn delete(&self, key: &str) -> Result<(), KvError>;
+    /// Notes what a cache read found (`cache` is the key's prefix: `app`,
+    /// `rules`, `rule`, `stats`), for `/metrics`; nothing by default.
+    fn note(&self, _cache: &str, _hit: bool) {}
 }
 
 #[derive(Serialize, Deserialize)]
@@ -43,9 +46,13 @@ struct Entry<T> {
 }
 
 /// The value under `key` unless missing, stale or unreadable.
+/// A read the store could not answer counts as a miss.
 pub async fn get<T: DeserializeOwned>(kv: &impl KeyValue, key: &str) -> Result<Option<T>, KvError> {
-    let Some(bytes) = kv.get(key).await? else { return Ok(None) };
-    Ok(serde_json::from_slice::<Entry<T>>(&bytes).ok().filter(|e| e.exp > now()).map(|e| e.v))
+    let found = kv.get(key).await.map(|bytes| {
+        bytes.and_then(|b| serde_json::from_slice::<Entry<T>>(&b).ok()).filter(|e| e.exp > now()).map(|e| e.v)
+    });
+    kv.note(key.split(':').next().unwrap_or(key), matches!(found, Ok(Some(_))));
+    found
 }
 
 pub async fn put<T: Serialize>(kv: &impl KeyValue, key: &str, value: &T, ttl_secs: i64) -> Result<(), KvError> {

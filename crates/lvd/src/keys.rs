@@ -32,6 +32,19 @@ pub const GROUP: &str = "workers";
 /// The stream field that holds an entry's payload (a job's JSON, or an
 /// ingest request's rows).
 pub const FIELD: &str = "job";
+/// The stream field that names the request an entry came from, so the
+/// worker's log lines about it carry the request's id.
+pub const REQUEST_ID_FIELD: &str = "request_id";
+
+/// `XADD` arguments after the stream and its options: the payload, then the
+/// request's id when there is one.
+pub fn entry_fields(payload: String, request_id: Option<&str>) -> Vec<crate::kv::Arg> {
+    let mut args = vec!["*".into(), FIELD.into(), payload.into()];
+    if let Some(id) = request_id {
+        args.extend([REQUEST_ID_FIELD.into(), id.into()]);
+    }
+    args
+}
 
 /// Dead-letter stream of a queue: where entries go that can never succeed.
 pub fn dead_letter(queue: &str) -> String {
@@ -106,9 +119,17 @@ pub fn dedup_prefix(app: Uuid) -> String {
     format!("lvd:dedup:{app}:")
 }
 
-/// Hits or misses (`outcome`) of one cache (`cache`), for `/metrics`.
-pub fn cache_outcome(cache: &str, outcome: &str) -> String {
-    format!("lvd:metrics:cache:{cache}:{outcome}")
+/// The deployment's counters behind `GET /metrics` (`crate::metrics` says
+/// what each field holds).
+pub mod metrics {
+    /// Requests, by method, route and status.
+    pub const REQUESTS: &str = "lvd:metrics:requests";
+    /// Latency histogram buckets and sums, by method and route.
+    pub const LATENCY: &str = "lvd:metrics:latency";
+    /// Cache reads, by cache and outcome.
+    pub const CACHE: &str = "lvd:metrics:cache";
+    /// Events accepted, by verdict (and duplicates).
+    pub const EVENTS: &str = "lvd:metrics:events";
 }
 
 /// Keys of Spin's key-value store: the read-through cache (`crate::cache`

@@ -50,6 +50,11 @@ impl From<u64> for Arg {
 #[allow(async_fn_in_trait)]
 pub trait Redis {
     async fn execute(&self, command: &str, args: Vec<Arg>) -> Result<Vec<Reply>, RedisError>;
+    /// The id of the request this handle serves, if it serves one: queue
+    /// entries carry it, so the worker's log lines name the request.
+    fn request_id(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl Reply {

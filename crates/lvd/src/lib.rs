@@ -21,6 +21,8 @@ pub mod keys;
 pub mod kv;
 pub mod limits;
 pub mod logs;
+pub mod metrics;
 pub mod problem;
 pub mod queues;
+pub mod request_id;
 pub mod rules;

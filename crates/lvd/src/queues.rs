@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{EMAIL_QUEUE, FIELD};
+use crate::keys::EMAIL_QUEUE;
 use crate::kv::{Redis, RedisError};
 
 /// An email to send. The code is in the clear only here, in transit to the
@@ -89,7 +89,8 @@ pub const EMAIL_QUEUE_MAX: i64 = 100_000;
 
 pub async fn enqueue_email(redis: &impl Redis, job: &EmailJob) -> Result<(), RedisError> {
     let json = serde_json::to_string(job).expect("a job serializes");
-    let args = vec![EMAIL_QUEUE.into(), "MAXLEN".into(), "~".into(), crate::kv::Arg::Int(EMAIL_QUEUE_MAX), "*".into(), FIELD.into(), json.into()];
+    let mut args = vec![EMAIL_QUEUE.into(), "MAXLEN".into(), "~".into(), crate::kv::Arg::Int(EMAIL_QUEUE_MAX)];
+    args.extend(crate::keys::entry_fields(json, redis.request_id()));
     redis.execute("XADD", args).await.map(drop)
 }
 

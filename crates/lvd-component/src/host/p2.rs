@@ -12,7 +12,7 @@ use wasi_p2::http::types::{Fields, IncomingBody, IncomingRequest, OutgoingBody, 
 use wasi_p2::io::streams::{InputStream, OutputStream, StreamError};
 
 use super::Closed;
-use crate::serve::Reply;
+use crate::serve::{Kind, Reply};
 
 #[doc(hidden)]
 pub use wasi_p2 as wasi;
@@ -42,7 +42,9 @@ macro_rules! entry {
 }
 
 /// Runs a component's handler on one request and writes its reply,
-/// streamed bodies included, before the instance is dropped.
+/// streamed bodies included, then the reply's `after` work (the body is
+/// finished first, so the client has its reply), before the instance is
+/// dropped.
 #[doc(hidden)]
 pub fn respond<F: Future<Output = Reply>>(request: IncomingRequest, out: ResponseOutparam, handle: impl FnOnce(Request) -> F) {
     spin_executor_p2::run(async move {
@@ -50,18 +52,24 @@ pub fn respond<F: Future<Output = Reply>>(request: IncomingRequest, out: Respons
             ResponseOutparam::set(out, Err(wasi_p2::http::types::ErrorCode::HttpRequestUriInvalid));
             return;
         };
-        match handle(request).await {
-            Reply::Whole(resp) => {
+        let Reply { kind, after } = handle(request).await;
+        let after = async move {
+            if let Some(after) = after {
+                after.await;
+            }
+        };
+        match kind {
+            Kind::Whole(resp) => {
                 let (head, body) = resp.into_parts();
                 if let Some(mut sink) = start(out, head) {
                     let _ = sink.send(body).await;
                 }
+                after.await;
             }
-            Reply::Streamed(head, task) => {
-                if let Some(sink) = start(out, head.into_parts().0) {
-                    task(sink).await;
-                }
-            }
+            Kind::Streamed(head, task) => match start(out, head.into_parts().0) {
+                Some(sink) => drop(futures::join!(task(sink), after)),
+                None => after.await,
+            },
         }
     });
 }

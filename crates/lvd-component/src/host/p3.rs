@@ -6,7 +6,7 @@ use spin_sdk::wasip3::http::types;
 use std::time::Duration;
 
 use super::Closed;
-use crate::serve::Reply;
+use crate::serve::{Kind, Reply};
 
 #[doc(hidden)]
 pub use spin_sdk as sdk;
@@ -35,15 +35,20 @@ macro_rules! entry {
 }
 
 /// Runs a component's handler on one request and hands its reply to the
-/// host; a streamed body is written by a task that outlives the call.
+/// host; a streamed body, and the reply's `after` work, run as tasks that
+/// outlive the call (the instance lives until they end).
 #[doc(hidden)]
 pub async fn respond<F: Future<Output = Reply>>(
     request: types::Request,
     handle: impl FnOnce(Request) -> F,
 ) -> Result<types::Response, types::ErrorCode> {
-    match handle(Request::from_request(request)?).await {
-        Reply::Whole(resp) => resp.into_response(),
-        Reply::Streamed(head, task) => {
+    let Reply { kind, after } = handle(Request::from_request(request)?).await;
+    if let Some(after) = after {
+        spin_sdk::wasip3::spawn(after);
+    }
+    match kind {
+        Kind::Whole(resp) => resp.into_response(),
+        Kind::Streamed(head, task) => {
             let (tx, body) = spin_sdk::http::body::stream::<bytes::Bytes>();
             spin_sdk::wasip3::spawn(task(BodySink(tx)));
             let (parts, ()) = head.into_parts();

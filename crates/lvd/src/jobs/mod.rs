@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::input::Fields;
-use crate::keys::{FIELD, JOB_QUEUE};
+use crate::keys::JOB_QUEUE;
 use crate::kv::{Redis, RedisError};
 use crate::logs::{EventName, TIME_RANGE, rfc3339, storable_time};
 use crate::problem::Problem;
@@ -233,7 +233,9 @@ pub fn file_name(kind: Kind, format: Format, id: Uuid) -> String {
 /// ([`store::stale`]).
 pub async fn enqueue(redis: &impl Redis, id: Uuid) -> Result<(), RedisError> {
     let payload = json!({ "job_id": id }).to_string();
-    redis.execute("XADD", vec![JOB_QUEUE.into(), "*".into(), FIELD.into(), payload.into()]).await.map(drop)
+    let mut args = vec![JOB_QUEUE.into()];
+    args.extend(crate::keys::entry_fields(payload, redis.request_id()));
+    redis.execute("XADD", args).await.map(drop)
 }
 
 /// The job id a queue entry carries.

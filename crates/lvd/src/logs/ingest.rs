@@ -193,31 +193,40 @@ if n > 0 and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[8]) then return {-1, c
 local out = {1, c, ttl}
 local rows, incr, fold, seen = {}, {}, {}, {}
 local cap = tonumber(ARGV[11])
-local i = 14
+local verdicts = {}
+local i = 15
 for _ = 1, n do
-  local msgid, name, invalid, row, nf = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], tonumber(ARGV[i+4])
+  local msgid, name, invalid, row, status, nf = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], tonumber(ARGV[i+5])
   local dup = 0
   if msgid ~= '' and not redis.call('SET', ARGV[3] .. msgid, '1', 'NX', 'EX', ARGV[4]) then dup = 1 end
   if dup == 0 then
     rows[#rows + 1] = row
     for f = 1, nf do
-      local k = ARGV[i + 3 + 2 * f]
+      local k = ARGV[i + 4 + 2 * f]
       incr[k] = (incr[k] or 0) + 1
-      fold[k] = ARGV[i + 4 + 2 * f]
+      fold[k] = ARGV[i + 5 + 2 * f]
     end
     seen[name] = true
     if invalid ~= '' then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[12], '*', 'e', invalid) end
+  else
+    status = 'duplicate'
   end
+  verdicts[status] = (verdicts[status] or 0) + 1
   out[#out + 1] = dup
-  i = i + 5 + 2 * nf
+  i = i + 6 + 2 * nf
 end
+for status, v in pairs(verdicts) do redis.call('HINCRBY', KEYS[7], status, v) end
 -- A field a full hash does not hold yet goes to its "other" field instead.
 local function bump(key, k, v)
   if redis.call('HEXISTS', key, k) == 0 and redis.call('HLEN', key) >= cap then k = fold[k] end
   redis.call('HINCRBY', key, k, v)
 end
 if #rows > 0 then
-  redis.call('XADD', KEYS[1], '*', ARGV[10], table.concat(rows))
+  if ARGV[14] ~= '' then
+    redis.call('XADD', KEYS[1], '*', ARGV[10], table.concat(rows), 'request_id', ARGV[14])
+  else
+    redis.call('XADD', KEYS[1], '*', ARGV[10], table.concat(rows))
+  end
   for name in pairs(seen) do
     if redis.call('HEXISTS', KEYS[5], name) == 0 and redis.call('HLEN', KEYS[5]) >= cap then name = ARGV[13] end
     redis.call('HSET', KEYS[5], name, ARGV[7])
@@ -241,13 +250,14 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
     let ms = received_at.timestamp_millis();
     let mut args: Vec<Arg> = vec![
         SCRIPT.into(),
-        Arg::Int(6),
+        Arg::Int(7),
         keys::INGEST_STREAM.into(),
         keys::invalid_tail(app).into(),
         keys::stats_bucket(app, 'm', ms.div_euclid(60_000)).into(),
         keys::stats_bucket(app, 'h', ms.div_euclid(3_600_000)).into(),
         keys::stats_seen(app).into(),
         keys::rate_limit(KEY_LIMIT, &app.to_string()).into(),
+        keys::metrics::EVENTS.into(),
         settings.per_key_per_minute.into(),
         Arg::Int(60),
         keys::dedup_prefix(app).into(),
@@ -261,6 +271,7 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
         Arg::Int(MAX_BUCKET_FIELDS),
         Arg::Int(INVALID_TAIL_LEN),
         OTHER.into(),
+        redis.request_id().unwrap_or_default().into(),
     ];
     for e in events {
         let fields = e.counter_fields();
@@ -268,6 +279,7 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
         args.push(e.event.event.as_str().into());
         args.push(if e.status == Status::Invalid { e.view() } else { String::new() }.into());
         args.push(rows::line(e, app).into());
+        args.push(e.status.as_str().into());
         args.push(Arg::Int(fields.len() as i64));
         for (field, fold) in fields {
             args.push(field.into());
