@@ -236,12 +236,16 @@ impl Snapshot {
     }
 }
 
-/// Whether `given` (a Bearer token) is the configured metrics token. An
-/// empty configured token allows no one; the comparison takes the same time
-/// wherever the two first differ.
+/// The shortest metrics token that opens anything: a placeholder such as a
+/// template's `CHANGE-ME` never does.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Whether `given` (a Bearer token) is the configured metrics token. A
+/// configured token shorter than [`MIN_TOKEN_LEN`] (unset included) allows
+/// no one; the comparison takes the same time wherever the two differ.
 pub fn token_allows(given: Option<&str>, configured: &str) -> bool {
     use subtle::ConstantTimeEq;
-    let (Some(given), false) = (given, configured.is_empty()) else { return false };
+    let (Some(given), false) = (given, configured.len() < MIN_TOKEN_LEN) else { return false };
     let digest = |s: &str| <sha2::Sha256 as sha2::Digest>::digest(s.as_bytes());
     digest(given).ct_eq(&digest(configured)).into()
 }
@@ -437,10 +441,11 @@ mod tests {
     }
 
     #[test]
-    fn only_the_configured_token_opens_metrics_and_an_empty_one_opens_nothing() {
-        assert!(token_allows(Some("s3cret-token"), "s3cret-token"));
-        assert!(!token_allows(Some("s3cret-tokem"), "s3cret-token"));
-        assert!(!token_allows(None, "s3cret-token"));
+    fn only_the_configured_token_opens_metrics_and_a_short_one_opens_nothing() {
+        assert!(token_allows(Some("s3cret-token-for-metrics"), "s3cret-token-for-metrics"));
+        assert!(!token_allows(Some("s3cret-token-for-metricz"), "s3cret-token-for-metrics"));
+        assert!(!token_allows(None, "s3cret-token-for-metrics"));
         assert!(!token_allows(Some(""), ""));
+        assert!(!token_allows(Some("CHANGE-ME"), "CHANGE-ME"), "a placeholder opens nothing");
     }
 }
