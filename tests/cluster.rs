@@ -367,3 +367,22 @@ async fn a_body_over_1_mib_is_refused_by_nginx_with_the_apps_problem_and_1_mib_p
         .unwrap();
     assert_eq!(at_limit.status(), 202, "{}", at_limit.text().await.unwrap_or_default());
 }
+
+#[tokio::test]
+async fn a_request_keeps_the_clients_id_or_gets_nginxs_and_the_reply_and_nginxs_log_agree() {
+    let cluster = TestCluster::product(1).await;
+    // /health/ready: nginx does not log /health.
+    let theirs = cluster.app.client.get(cluster.app.url("/health/ready")).header("x-request-id", "trace/42:a+b=c").send().await.unwrap();
+    assert_eq!(theirs.headers()["x-request-id"], "trace/42:a+b=c");
+    let forged = cluster.app.client.get(cluster.app.url("/health/ready")).header("x-request-id", "no spaces\tallowed").send().await.unwrap();
+    let made = forged.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(made.len() == 32 && made.bytes().all(|b| b.is_ascii_hexdigit()), "not nginx's $request_id: {made}");
+
+    let nginx = &cluster.nginx;
+    let logged: Vec<String> = eventually(Duration::from_secs(5), "both requests in nginx's access log", || async move {
+        let ids: Vec<String> = nginx.access_log().iter().filter_map(|l| l["request_id"].as_str().map(str::to_owned)).collect();
+        (ids.len() >= 2).then_some(ids)
+    })
+    .await;
+    assert_eq!(logged, ["trace/42:a+b=c".to_owned(), made]);
+}
