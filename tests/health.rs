@@ -356,3 +356,41 @@ async fn prometheus_scrapes_the_app_and_the_worker_with_the_shipped_config_and_r
     assert!(figures[4].1.is_some_and(|p| p > 0.0 && p <= 10.0), "{figures:?}");
     assert!(figures[5].1.is_some_and(|n| n >= 1.0), "{figures:?}");
 }
+
+#[tokio::test]
+async fn a_request_id_names_the_runtimes_line_and_the_workers_lines_about_what_the_request_queued() {
+    let app = spawn_app().await;
+    let token = app.signed_in("trace@example.com").await;
+    let (app_id, _) = app.create_app(&token, "Traced").await;
+
+    let export = serde_json::json!({ "from": "2026-01-01T00:00:00Z", "to": "2027-01-01T00:00:00Z", "format": "ndjson" });
+    let resp = app
+        .client
+        .post(app.url(&format!("/api/apps/{app_id}/exports")))
+        .bearer_auth(&token)
+        .header("x-request-id", "trace-export-7")
+        .json(&export)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.headers()["x-request-id"], "trace-export-7");
+
+    let worker = app.worker.as_ref().unwrap();
+    let lines = eventually(Duration::from_secs(20), "the worker's lines about the export", || async {
+        let lines: Vec<serde_json::Value> = worker
+            .log()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l.to_string().contains("trace-export-7"))
+            .collect();
+        lines.iter().any(|l| l["message"] == "done").then_some(lines)
+    })
+    .await;
+    assert!(lines.iter().any(|l| l["message"] == "producing"), "{lines:?}");
+    let access = app.runtime.log();
+    assert!(
+        access.iter().any(|l| l.contains("\"request_id\":\"trace-export-7\"") && l.contains("/exports")),
+        "no access line names the request: {access:?}"
+    );
+}

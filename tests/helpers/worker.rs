@@ -1,6 +1,7 @@
 //! The native worker as a child process, pointed at a test's Redis and SMTP.
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -9,6 +10,8 @@ use crate::{TestDb, TestRedis, repo_root};
 pub struct TestWorker {
     pub child: Child,
     pub address: String,
+    /// Every line the worker wrote to stderr (its log) so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 pub fn worker_bin() -> std::path::PathBuf {
@@ -32,9 +35,18 @@ impl TestWorker {
             .env("LVD_WORKER_RECLAIM_IDLE_MS", "2000")
             .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("failed to start the worker");
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (mut errors, kept) = (BufReader::new(child.stderr.take().unwrap()).lines(), log.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = errors.next_line().await {
+                eprintln!("worker: {line}");
+                kept.lock().unwrap().push(line);
+            }
+        });
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let address = loop {
             match lines.next_line().await {
@@ -48,7 +60,12 @@ impl TestWorker {
                 _ => panic!("the worker did not start"),
             }
         };
-        Self { child, address }
+        Self { child, address, log }
+    }
+
+    /// The worker's log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// SIGKILL, as a crash would.

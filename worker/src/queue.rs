@@ -127,7 +127,7 @@ impl Queue {
 
     /// Takes the entry off the stream and schedules it again at `due_ms`.
     pub async fn retry_at(&self, e: &Entry, due_ms: i64) -> Result<()> {
-        let payload = serde_json::json!({ "job": e.job, "attempts": e.attempts + 1 }).to_string();
+        let payload = serde_json::json!({ "job": e.job, "attempts": e.attempts + 1, "request_id": e.request_id.as_deref().unwrap_or("") }).to_string();
         let script = Script::new(
             "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4]); redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]); redis.call('XDEL', KEYS[1], ARGV[2]); return 1",
         );
@@ -149,7 +149,7 @@ impl Queue {
     /// flood of poison cannot fill Redis; its length is in `/health/ready`.
     pub async fn dead_letter(&self, e: &Entry, reason: &str) -> Result<()> {
         let script = Script::new(
-            "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'job', ARGV[3], 'attempts', ARGV[4], 'error', ARGV[5]); redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]); redis.call('XDEL', KEYS[1], ARGV[2]); return 1",
+            "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'job', ARGV[3], 'attempts', ARGV[4], 'error', ARGV[5], 'request_id', ARGV[7]); redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]); redis.call('XDEL', KEYS[1], ARGV[2]); return 1",
         );
         script
             .key(&self.key)
@@ -160,6 +160,7 @@ impl Queue {
             .arg(e.attempts + 1)
             .arg(reason)
             .arg(DEAD_LETTER_CAP)
+            .arg(e.request_id.as_deref().unwrap_or(""))
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .context("dead-lettering failed")?;
@@ -172,7 +173,11 @@ impl Queue {
             r#"local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 100)
                for _, p in ipairs(due) do
                  local d = cjson.decode(p)
-                 redis.call('XADD', KEYS[1], '*', ARGV[2], d.job, 'attempts', d.attempts)
+                 if d.request_id and d.request_id ~= '' then
+                   redis.call('XADD', KEYS[1], '*', ARGV[2], d.job, 'attempts', d.attempts, ARGV[3], d.request_id)
+                 else
+                   redis.call('XADD', KEYS[1], '*', ARGV[2], d.job, 'attempts', d.attempts)
+                 end
                  redis.call('ZREM', KEYS[2], p)
                end
                return #due"#,
@@ -182,6 +187,7 @@ impl Queue {
             .key(delayed(&self.key))
             .arg(now_ms)
             .arg(FIELD)
+            .arg(lvd::keys::REQUEST_ID_FIELD)
             .invoke_async(&mut self.conn.clone())
             .await
             .context("promoting retries failed")?;

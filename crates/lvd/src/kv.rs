@@ -58,6 +58,16 @@ pub trait Redis {
 }
 
 impl Reply {
+    /// The reply as text: a bulk string that is UTF-8, a status, or a number.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Reply::Bytes(b) => String::from_utf8(b.clone()).ok(),
+            Reply::Status(s) => Some(s.clone()),
+            Reply::Int(n) => Some(n.to_string()),
+            Reply::Nil => None,
+        }
+    }
+
     pub fn int(&self) -> Option<i64> {
         match self {
             Reply::Int(n) => Some(*n),

@@ -162,7 +162,7 @@ pub async fn read_redis(redis: &impl Redis, snap: &mut Snapshot, now_ms: i64) ->
         let n = at.next().and_then(Reply::int).ok_or_else(|| short())?;
         let mut pairs = Vec::new();
         for _ in 0..n / 2 {
-            let field = at.next().and_then(text).ok_or_else(short)?;
+            let field = at.next().and_then(Reply::text).ok_or_else(short)?;
             let value = at.next().and_then(Reply::int).ok_or_else(short)?;
             pairs.push((field, value.max(0) as u64));
         }
@@ -196,7 +196,7 @@ pub async fn read_redis(redis: &impl Redis, snap: &mut Snapshot, now_ms: i64) ->
     for (name, _) in keys::QUEUES {
         let mut int = || at.next().and_then(Reply::int).map(|n| n.max(0) as u64).ok_or_else(short);
         let (depth, dead_letters, delayed) = (int()?, int()?, int()?);
-        let first = at.next().and_then(text).ok_or_else(short)?;
+        let first = at.next().and_then(Reply::text).ok_or_else(short)?;
         let first_ms = first.split('-').next().and_then(|ms| ms.parse::<i64>().ok()).unwrap_or(0);
         let oldest_secs = if depth == 0 || first_ms == 0 { 0.0 } else { (now_ms - first_ms).max(0) as f64 / 1000.0 };
         snap.queues.insert((*name).to_owned(), Queue { depth, dead_letters, delayed, oldest_secs });
@@ -254,14 +254,6 @@ fn short() -> RedisError {
     RedisError("short metrics reply".into())
 }
 
-fn text(r: &Reply) -> Option<String> {
-    match r {
-        Reply::Bytes(b) => String::from_utf8(b.clone()).ok(),
-        Reply::Status(s) => Some(s.clone()),
-        Reply::Int(n) => Some(n.to_string()),
-        Reply::Nil => None,
-    }
-}
 
 /// The exposition formats `GET /metrics` speaks.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -20,7 +20,7 @@ pub fn is_position(raw: &str) -> bool {
 /// where a new client starts.
 pub async fn latest(redis: &impl Redis, app: Uuid) -> Result<String, RedisError> {
     let reply = redis.execute("XREVRANGE", vec![keys::invalid_tail(app).into(), "+".into(), "-".into(), "COUNT".into(), 1i64.into()]).await?;
-    Ok(reply.first().and_then(text).unwrap_or_else(|| "0-0".to_owned()))
+    Ok(reply.first().and_then(Reply::text).unwrap_or_else(|| "0-0".to_owned()))
 }
 
 /// Invalid events after `position`, oldest first, at most `count`: pairs of
@@ -30,16 +30,9 @@ pub async fn invalid_after(redis: &impl Redis, app: Uuid, position: &str, count:
         .execute("XRANGE", vec![keys::invalid_tail(app).into(), format!("({position}").into(), "+".into(), "COUNT".into(), count.into()])
         .await?;
     // Spin flattens the nested reply: each entry is (id, field, value).
-    Ok(reply.chunks_exact(3).filter_map(|e| Some((text(&e[0])?, text(&e[2])?))).collect())
+    Ok(reply.chunks_exact(3).filter_map(|e| Some((e[0].text()?, e[2].text()?))).collect())
 }
 
-fn text(r: &Reply) -> Option<String> {
-    match r {
-        Reply::Bytes(b) => String::from_utf8(b.clone()).ok(),
-        Reply::Status(s) => Some(s.clone()),
-        _ => None,
-    }
-}
 
 /// One Server-Sent Event. `data` is JSON, so it holds no raw newline.
 pub fn sse(event: &str, id: &str, data: &str) -> String {

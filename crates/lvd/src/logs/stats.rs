@@ -143,7 +143,7 @@ pub async fn read(redis: &impl Redis, app: Uuid, window: Window, now: DateTime<U
     let mut at = 0;
     for _ in 0..=count {
         let n = reply.get(at).and_then(Reply::int).ok_or_else(|| RedisError("short stats reply".into()))? as usize;
-        let pairs = (0..n).filter_map(|k| Some((text(reply.get(at + 1 + 2 * k)?)?, text(reply.get(at + 2 + 2 * k)?)?))).collect::<Vec<_>>();
+        let pairs = (0..n).filter_map(|k| Some((reply.get(at + 1 + 2 * k)?.text()?, reply.get(at + 2 + 2 * k)?.text()?))).collect::<Vec<_>>();
         hashes.push(pairs);
         at += 1 + 2 * n;
     }
@@ -151,14 +151,6 @@ pub async fn read(redis: &impl Redis, app: Uuid, window: Window, now: DateTime<U
     Ok(assemble(window, first, secs, &hashes, &seen))
 }
 
-fn text(r: &Reply) -> Option<String> {
-    match r {
-        Reply::Bytes(b) => String::from_utf8(b.clone()).ok(),
-        Reply::Status(s) => Some(s.clone()),
-        Reply::Int(n) => Some(n.to_string()),
-        Reply::Nil => None,
-    }
-}
 
 /// Folds the buckets' counter fields (see `Judged::counter_fields`) into figures.
 fn assemble(window: Window, first: i64, secs: i64, buckets: &[Vec<(String, String)>], seen: &[(String, String)]) -> Stats {
