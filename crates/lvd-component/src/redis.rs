@@ -75,6 +75,10 @@ impl Redis for SpinRedis {
         self.scope.as_ref().map(Scope::id)
     }
 
+    fn pending(&self) -> Option<&dyn lvd::metrics::Pending> {
+        self.scope.as_ref().and_then(Scope::pending)
+    }
+
     async fn execute(&self, command: &str, args: Vec<Arg>) -> Result<Vec<Reply>, RedisError> {
         match deadline::within(deadline::REDIS, self.execute_now(command, args)).await {
             Some(result) => result,

@@ -113,7 +113,9 @@ impl Config for () {
 /// loads `C` and runs `handle` with it; returns the id in `X-Request-Id`,
 /// logs what the handler noted (one JSON line with the id, method, route and
 /// status), and once the reply is with the host, adds the request to the
-/// deployment's figures (`lvd::metrics`) unless `request_metrics` is `off`.
+/// deployment's figures (`lvd::metrics`) unless `request_metrics` is `off`
+/// or a script the request ran has counted it already (ingest's does, so an
+/// event costs no round trip for its figures).
 /// A configuration that cannot be loaded (a missing variable, a secret too
 /// short) is logged with the reason, every time, and answered 500: a
 /// component cannot refuse to start.
@@ -124,9 +126,11 @@ pub async fn serve<C: Config, R: Into<Reply>, Op>(
     handle: impl AsyncFnOnce(Request, &C) -> R,
 ) -> Reply {
     let started = Instant::now();
-    let scope = Scope::new(scope::request_id(req.headers().get("x-request-id").and_then(|v| v.to_str().ok())));
+    let id = scope::request_id(req.headers().get("x-request-id").and_then(|v| v.to_str().ok()));
     let method = req.method().as_str().to_owned();
     let route = routes.pattern(req.uri().path()).unwrap_or("unmatched");
+    let counting = !variables::get("request_metrics").await.is_ok_and(|v| v.trim() == "off");
+    let scope = Scope::new(id, &method, route, counting);
     let mut reply = match C::load(&scope).await {
         Ok(config) => handle(req, &config).await.into(),
         Err(e) => Reply::from(noted(h::problem(&Problem::internal()), format!("configuration refused: {e:?}"))),
@@ -140,12 +144,9 @@ pub async fn serve<C: Config, R: Into<Reply>, Op>(
         log::request(component, scope.id(), &method, route, status, &message);
     }
     reply.after = Some(Box::pin(async move {
-        if variables::get("request_metrics").await.is_ok_and(|v| v.trim() == "off") {
-            return;
-        }
+        // Not counted, or counted already by a script it ran (ingest's)?
+        let Some(sample) = scope.figures(status, seconds) else { return };
         let Ok(url) = variables::get("redis_url").await else { return };
-        let cache = scope.cache_reads();
-        let sample = lvd::metrics::Sample { method: &method, route, status, seconds, cache: &cache };
         // Figures are best effort: a request is never failed for them.
         let _ = lvd::metrics::record(&SpinRedis::new(url), &sample).await;
     }));

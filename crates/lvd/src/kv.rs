@@ -55,6 +55,11 @@ pub trait Redis {
     fn request_id(&self) -> Option<&str> {
         None
     }
+    /// The request this handle serves, for a script that counts it itself
+    /// (`crate::metrics::Pending`); `None` when none should.
+    fn pending(&self) -> Option<&dyn crate::metrics::Pending> {
+        None
+    }
 }
 
 impl Reply {

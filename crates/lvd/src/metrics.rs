@@ -49,43 +49,81 @@ pub struct Sample<'a> {
     pub method: &'a str,
     /// The route pattern that matched, or `unmatched`.
     pub route: &'a str,
+    /// The reply's status (0 while a script that counts it decides it).
     pub status: u16,
     pub seconds: f64,
     /// Each cache read the request made: the cache's name and whether it hit.
-    pub cache: &'a [(String, bool)],
+    pub cache: std::borrow::Cow<'a, [(String, bool)]>,
 }
 
 /// Separates the parts of a hash field (method, route, status or bucket):
 /// none of them can hold it.
 const SEP: &str = "\t";
 
-/// Counts the request, adds its latency, and its cache reads, in one step.
-const RECORD_SCRIPT: &str = r#"
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-redis.call('HINCRBY', KEYS[2], ARGV[3], ARGV[4])
-for i = 5, #ARGV do redis.call('HINCRBY', KEYS[3], ARGV[i], 1) end
-return 1
-"#;
+/// The Lua function every script that counts a request shares:
+/// `count_request(at, status)` reads the request's figures from `ARGV[at]`
+/// on — series (method and route), bucket index, microseconds, the number
+/// of cache reads, then each read (`cache<TAB>hit|miss`) — and adds them,
+/// with `status`, to the hashes `KEYS[k]`, `KEYS[k+1]`, `KEYS[k+2]` (requests,
+/// latency, cache) where `k` is `ARGV[at - 1]`. See [`script_args`].
+#[macro_export]
+macro_rules! count_request {
+    () => {
+        r#"
+local function count_request(at, status)
+  local k = tonumber(ARGV[at - 1])
+  local series = ARGV[at]
+  redis.call('HINCRBY', KEYS[k], series .. '\t' .. status, 1)
+  redis.call('HINCRBY', KEYS[k + 1], series .. '\t' .. ARGV[at + 1], 1)
+  redis.call('HINCRBY', KEYS[k + 1], series .. '\tus', ARGV[at + 2])
+  for j = at + 4, at + 3 + tonumber(ARGV[at + 3]) do redis.call('HINCRBY', KEYS[k + 2], ARGV[j], 1) end
+end
+"#
+    };
+}
+
+/// Counts one request whose status is known: `ARGV[1]` is the status, then
+/// the figures from `ARGV[3]` (`ARGV[2]` says where the keys are).
+const RECORD_SCRIPT: &str = concat!(crate::count_request!(), "count_request(3, ARGV[1])\nreturn 1");
+
+/// The three hashes a script that counts a request writes, in the order
+/// [`count_request!`] takes them.
+pub const KEYS: [&str; 3] = [keys::metrics::REQUESTS, keys::metrics::LATENCY, keys::metrics::CACHE];
+
+/// A request's figures as [`count_request!`] reads them, with `first_key`
+/// the index (1-based) of the first of [`KEYS`] among the script's keys.
+pub fn script_args(sample: &Sample<'_>, first_key: i64) -> Vec<Arg> {
+    let method = if METHODS.contains(&sample.method) { sample.method } else { "other" };
+    let bucket = BUCKETS.iter().position(|b| sample.seconds <= *b).unwrap_or(BUCKETS.len());
+    let mut args: Vec<Arg> = vec![
+        Arg::Int(first_key),
+        [method, sample.route].join(SEP).into(),
+        Arg::Int(bucket as i64),
+        Arg::Int((sample.seconds * 1e6).round() as i64),
+        Arg::Int(sample.cache.len() as i64),
+    ];
+    args.extend(sample.cache.iter().map(|(cache, hit)| Arg::from([cache.as_str(), if *hit { "hit" } else { "miss" }].join(SEP))));
+    args
+}
 
 /// Adds one request to the deployment's figures.
 pub async fn record(redis: &impl Redis, sample: &Sample<'_>) -> Result<(), RedisError> {
-    let method = if METHODS.contains(&sample.method) { sample.method } else { "other" };
-    let series = [method, sample.route].join(SEP);
-    let bucket = BUCKETS.iter().position(|b| sample.seconds <= *b).unwrap_or(BUCKETS.len());
-    let mut args: Vec<Arg> = vec![
-        RECORD_SCRIPT.into(),
-        Arg::Int(3),
-        keys::metrics::REQUESTS.into(),
-        keys::metrics::LATENCY.into(),
-        keys::metrics::CACHE.into(),
-        [series.as_str(), &sample.status.to_string()].join(SEP).into(),
-        [series.as_str(), &bucket.to_string()].join(SEP).into(),
-        [series.as_str(), "us"].join(SEP).into(),
-        Arg::Int((sample.seconds * 1e6).round() as i64),
-    ];
-    args.extend(sample.cache.iter().map(|(cache, hit)| Arg::from([cache.as_str(), if *hit { "hit" } else { "miss" }].join(SEP))));
+    let mut args: Vec<Arg> = vec![RECORD_SCRIPT.into(), Arg::Int(3)];
+    args.extend(KEYS.map(Arg::from));
+    args.push(Arg::from(sample.status.to_string()));
+    args.extend(script_args(sample, 1));
     redis.execute("EVAL", args).await.map(drop)
+}
+
+/// A request whose figures a script it already runs can count, so counting
+/// costs it no round trip of its own: what a request-serving Redis handle
+/// offers (`Redis::pending`). The script that counts it calls
+/// [`Pending::counted`] once it has run, and the request is not counted again.
+pub trait Pending {
+    /// The figures so far: method, route, the time since the request
+    /// arrived, its cache reads.
+    fn sample(&self) -> Sample<'_>;
+    fn counted(&self);
 }
 
 /// Every hash of counters, then each queue's depth, dead letters, delayed

@@ -185,16 +185,20 @@ pub enum Outcome {
 
 const SCRIPT: &str = concat!(
     crate::window_hit!(),
+    crate::count_request!(),
     r#"
+-- The request itself is counted here when the caller passed its figures
+-- (ARGV[15] names the first of its keys), with the status the reply will have.
+local function count(status) if ARGV[15] ~= '' then count_request(16, status) end end
 local c, ttl = hit(KEYS[6], ARGV[2])
-if c > tonumber(ARGV[1]) then return {0, c, ttl} end
+if c > tonumber(ARGV[1]) then count('429') return {0, c, ttl} end
 local n = tonumber(ARGV[9])
-if n > 0 and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[8]) then return {-1, c, ttl} end
+if n > 0 and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[8]) then count('503') return {-1, c, ttl} end
 local out = {1, c, ttl}
 local rows, incr, fold, seen = {}, {}, {}, {}
 local cap = tonumber(ARGV[11])
 local verdicts = {}
-local i = 15
+local i = 20 + tonumber(ARGV[19])
 for _ = 1, n do
   local msgid, name, invalid, row, status, nf = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], tonumber(ARGV[i+5])
   local dup = 0
@@ -240,6 +244,7 @@ if #rows > 0 then
   redis.call('EXPIRE', KEYS[5], ARGV[6])
   redis.call('EXPIRE', KEYS[2], ARGV[6])
 end
+count('202')
 return out
 "#
 );
@@ -250,7 +255,7 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
     let ms = received_at.timestamp_millis();
     let mut args: Vec<Arg> = vec![
         SCRIPT.into(),
-        Arg::Int(7),
+        Arg::Int(10),
         keys::INGEST_STREAM.into(),
         keys::invalid_tail(app).into(),
         keys::stats_bucket(app, 'm', ms.div_euclid(60_000)).into(),
@@ -258,6 +263,9 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
         keys::stats_seen(app).into(),
         keys::rate_limit(KEY_LIMIT, &app.to_string()).into(),
         keys::metrics::EVENTS.into(),
+        crate::metrics::KEYS[0].into(),
+        crate::metrics::KEYS[1].into(),
+        crate::metrics::KEYS[2].into(),
         settings.per_key_per_minute.into(),
         Arg::Int(60),
         keys::dedup_prefix(app).into(),
@@ -273,6 +281,11 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
         OTHER.into(),
         redis.request_id().unwrap_or_default().into(),
     ];
+    let pending = redis.pending();
+    match pending {
+        Some(p) => args.extend(crate::metrics::script_args(&p.sample(), 8)),
+        None => args.extend([Arg::from(""), "".into(), Arg::Int(0), Arg::Int(0), Arg::Int(0)]),
+    }
     for e in events {
         let fields = e.counter_fields();
         args.push(e.event.message_id.clone().unwrap_or_default().into());
@@ -287,6 +300,9 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
         }
     }
     let reply = redis.execute("EVAL", args).await?;
+    if let Some(p) = pending {
+        p.counted();
+    }
     let int = |i: usize| reply.get(i).and_then(Reply::int);
     let (code, count, ttl) = (int(0), int(1).unwrap_or(i64::MAX) as u64, int(2).unwrap_or(60).max(1) as u64);
     let limit = settings.per_key_per_minute;
