@@ -18,8 +18,8 @@
 //! instance, so a dashboard polled by many viewers costs one Redis read per
 //! app and window per second, and an event still shows within 2 s of its
 //! 202. A cached entry carries its app's owner, so a hit is checked against
-//! the caller without a database query. Hits and misses are counted in
-//! Redis (`lvd:metrics:cache:stats:{hit,miss}`) for `/metrics`.
+//! the caller without a database query. Each read is counted as a hit or a
+//! miss of the `stats` cache in the request's figures (`lvd::metrics`).
 
 use http::Method;
 use lvd::auth::tokens::Claims;
