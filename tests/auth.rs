@@ -546,3 +546,71 @@ async fn a_secret_shorter_than_32_bytes_fails_every_request_naming_its_variable(
     let app = spawn_with(opts).await;
     assert_eq!(app.client.get(app.url("/api/apps")).bearer_auth("any").send().await.unwrap().status(), 500);
 }
+
+/// The worker's count of hashes and verifications it made for the app.
+async fn worker_hashes(app: &TestApp) -> (u64, u64) {
+    let url = format!("{}/metrics", app.worker.as_ref().unwrap().address);
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let count = |op: &str| {
+        let prefix = format!("lvd_worker_password_hashes_total{{op=\"{op}\",outcome=\"ok\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |n| n.parse().unwrap())
+    };
+    (count("hash"), count("verify"))
+}
+
+async fn stored_hash(app: &TestApp, email: &str) -> String {
+    let db = app.db.client().await;
+    db.query_one("SELECT password_hash FROM users WHERE email = $1", &[&email.to_lowercase()]).await.unwrap().get(0)
+}
+
+/// Where passwords are hashed: by the worker while it is up (each hash and
+/// verification of a sign-up and three sign-ins counted there, the unknown
+/// email's included), by the component when it is down (none counted);
+/// the replies and the stored hash are the same either way.
+#[tokio::test]
+async fn passwords_are_hashed_by_the_worker_when_it_is_up_and_by_the_component_when_not() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    signed_up(&app, &email).await;
+    let resp = app.post_json("/auth/login", &json!({ "email": email, "password": PASSWORD })).await;
+    assert_eq!(resp.status(), 200);
+    let (s1, wrong) = problem(app.post_json("/auth/login", &json!({ "email": email, "password": "not the password" })).await).await;
+    let (s2, unknown) = problem(app.post_json("/auth/login", &json!({ "email": unique_email(), "password": PASSWORD })).await).await;
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(wrong, unknown);
+
+    let expected = if sidecar_up() { (1, 3) } else { (0, 0) };
+    assert_eq!(worker_hashes(&app).await, expected, "(hashes, verifications) by the worker");
+    let phc = stored_hash(&app, &email).await;
+    assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+}
+
+/// A worker that stops answering mid-run (hung, then gone) costs sign-in
+/// nothing but time: the component verifies the worker's hashes itself and
+/// makes new ones of the same kind.
+#[tokio::test]
+async fn sign_in_and_up_keep_working_when_the_hasher_hangs_or_dies() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut app = spawn_app().await;
+    let email = unique_email();
+    signed_up(&app, &email).await;
+    let pid = Pid::from_raw(app.worker.as_ref().unwrap().child.id().unwrap() as i32);
+
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let resp = app.post_json("/auth/login", &json!({ "email": email, "password": PASSWORD })).await;
+    assert_eq!(resp.status(), 200, "the component verified past a hung hasher");
+    let (status, _) = problem(app.post_json("/auth/login", &json!({ "email": email, "password": "not the password" })).await).await;
+    assert_eq!(status, 401);
+
+    app.worker.as_mut().unwrap().kill().await;
+    let resp = app.post_json("/auth/login", &json!({ "email": email, "password": PASSWORD })).await;
+    assert_eq!(resp.status(), 200, "and past a dead one");
+    let other = unique_email();
+    let resp = app.post_json("/auth/register", &json!({ "email": other, "password": PASSWORD })).await;
+    assert_eq!(resp.status(), 202);
+    let db = app.db.client().await;
+    let pending: String =
+        db.query_one("SELECT password_hash FROM users WHERE email = $1", &[&other.to_lowercase()]).await.unwrap().get(0);
+    assert!(pending.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{pending}");
+}

@@ -248,3 +248,60 @@ async fn a_code_that_expired_in_the_queue_is_neither_sent_nor_kept() {
 fn chrono_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
+
+/// The password hasher: only its key opens it, bounded bodies, only POST,
+/// and what it hashes verifies in process (the component's fallback) and
+/// back; with no key it is not there at all.
+#[tokio::test]
+async fn the_password_hasher_answers_only_its_key_and_bounds_its_work() {
+    let app = spawn_with(AppOptions::product()).await;
+    let key = hasher_key(&app.redis);
+    let worker = TestWorker::start(&app.db, &app.redis, free_port(), &[("LVD_HASHER_KEY", &key)]).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, bearer: Option<&str>, body: String| {
+        let mut req = client.post(format!("{}{path}", worker.address)).header("content-type", "application/json").body(body);
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        req.send()
+    };
+    let password = json!({ "password": "correct horse battery staple" }).to_string();
+
+    let resp = post("/internal/password/hash", Some(&key), password.clone()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let phc = resp.json::<serde_json::Value>().await.unwrap()["phc"].as_str().unwrap().to_owned();
+    assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    let good = lvd::auth::password::Password::parse("correct horse battery staple".into()).unwrap();
+    assert!(lvd::auth::password::verify(&good, &phc), "the worker's hash verifies in process");
+    let local = lvd::auth::password::hash(&good);
+    for (guess, ok) in [("correct horse battery staple", true), ("correct horse battery stapler", false)] {
+        let resp = post("/internal/password/verify", Some(&key), json!({ "password": guess, "phc": local }).to_string()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.json::<serde_json::Value>().await.unwrap(), json!({ "ok": ok }), "{guess}");
+    }
+
+    for bearer in [None, Some("test-hasher-key-wrong-but-long-enough-000"), Some(&key[..key.len() - 1])] {
+        let resp = post("/internal/password/hash", bearer, password.clone()).await.unwrap();
+        assert_eq!(resp.status(), 401, "{bearer:?}");
+    }
+    let resp = post("/internal/password/hash", Some(&key), format!("{{\"password\":\"{}\"}}", "a".repeat(8000))).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let huge = "$argon2id$v=19$m=4194304,t=2,p=1$9y1rT0aBqUk3YXoA7KkYcg$8kJQpR9Zl3l1b2PzQ2v5m6uZ4mQwQ0f1i8e3Xx9m7Ck";
+    let resp = post("/internal/password/verify", Some(&key), json!({ "password": "correct horse battery staple", "phc": huge }).to_string()).await.unwrap();
+    assert_eq!(resp.status(), 422, "a 4 GiB hash is past the bound");
+    let resp = client.get(format!("{}/internal/password/hash", worker.address)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+
+    let metrics = client.get(format!("{}/metrics", worker.address)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        r#"lvd_worker_password_hashes_total{op="hash",outcome="ok"} 1"#,
+        r#"lvd_worker_password_hashes_total{op="verify",outcome="ok"} 2"#,
+        r#"lvd_worker_password_hashes_total{op="verify",outcome="refused"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+
+    let keyless = TestWorker::start(&app.db, &app.redis, free_port(), &[("LVD_HASHER_KEY", "too-short-a-key")]).await;
+    let resp = client.post(format!("{}/internal/password/hash", keyless.address)).bearer_auth("too-short-a-key").body(password).send().await.unwrap();
+    assert_eq!(resp.status(), 404, "a key under 32 bytes leaves the hasher off");
+}

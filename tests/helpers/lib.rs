@@ -208,24 +208,61 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::product()).await
 }
 
-pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
-    let mut app = spawn_with(opts).await;
+/// The worker starts first, so the app can be pointed at its password
+/// hasher (or, with `LVD_TEST_SIDECAR=down`, at an address nothing answers,
+/// so every hash is the component's fallback).
+pub async fn spawn_app_with(mut opts: AppOptions) -> TestApp {
+    let (db, redis) = services(&opts).await;
     let smtp = TestSmtp::start().await;
-    app.worker = Some(TestWorker::start(&app.db, &app.redis, smtp.smtp_port, &[]).await);
+    let key = hasher_key(&redis);
+    let up = sidecar_up();
+    let worker_env: &[(&str, &str)] = if up { &[("LVD_HASHER_KEY", &key)] } else { &[] };
+    let worker = TestWorker::start(&db, &redis, smtp.smtp_port, worker_env).await;
+    let hasher = if up { worker.address.trim_start_matches("http://").to_owned() } else { format!("127.0.0.1:{}", free_port()) };
+    // First, so a test's own settings win.
+    let env = [("HASHER_URL", format!("http://{hasher}")), ("HASHER_HOST", hasher), ("HASHER_KEY", key)];
+    opts.env.splice(0..0, env.map(|(k, v)| (format!("SPIN_VARIABLE_{k}"), v)));
+    let mut app = spawn_on(opts, db, redis).await;
+    app.worker = Some(worker);
     app.smtp = Some(smtp);
     app
+}
+
+/// Whether the worker's password hasher is up for this run of the tests:
+/// `LVD_TEST_SIDECAR=down` turns it off (script/test runs the auth tests
+/// both ways).
+pub fn sidecar_up() -> bool {
+    match std::env::var("LVD_TEST_SIDECAR").unwrap_or_default().as_str() {
+        "" | "up" => true,
+        "down" => false,
+        other => panic!("LVD_TEST_SIDECAR={other:?}: expected \"up\" or \"down\""),
+    }
+}
+
+/// The password hasher's key of a test (40 bytes; the worker and the app
+/// share it).
+pub fn hasher_key(redis: &TestRedis) -> String {
+    format!("test-hasher-key-{:0>24}", redis.port)
 }
 
 pub async fn spawn_fixtures() -> TestApp {
     spawn_with(AppOptions::fixtures()).await
 }
 
-pub async fn spawn_with(opts: AppOptions) -> TestApp {
+async fn services(opts: &AppOptions) -> (TestDb, TestRedis) {
     let db = match &opts.postgres {
         Some(base) => TestDb::migrated_on(base).await,
         None => TestDb::migrated().await,
     };
-    let redis = TestRedis::start().await;
+    (db, TestRedis::start().await)
+}
+
+pub async fn spawn_with(opts: AppOptions) -> TestApp {
+    let (db, redis) = services(&opts).await;
+    spawn_on(opts, db, redis).await
+}
+
+async fn spawn_on(opts: AppOptions, db: TestDb, redis: TestRedis) -> TestApp {
     let dir = TempDir::new();
     let (runtime, address) = start_runtime(&opts, &db, &redis, &dir).await.unwrap_or_else(|e| panic!("{e}"));
     let client = reqwest::Client::builder().cookie_store(true).build().unwrap();

@@ -3,9 +3,11 @@
 //! components fill (`run`): email (`delivery`), the ingest stream into
 //! `log_entries` (`ingest`), and reports and exports (`jobs`), the queues
 //! worked by `runner`; and it keeps `log_entries`' daily partitions ahead of
-//! time. Its SQL and Redis keys come from `lvd`.
+//! time. Beside the queues it hashes passwords for the auth component at
+//! native speed (`hasher`). Its SQL and Redis keys come from `lvd`.
 
 pub mod delivery;
+pub mod hasher;
 pub mod ingest;
 pub mod jobs;
 pub mod kv;

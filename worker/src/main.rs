@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lvd_worker::delivery::{Deps, RetryPolicy};
+use lvd_worker::hasher::Hashing;
 use lvd_worker::ingest::{self, Writer};
 use lvd_worker::jobs::Jobs;
 use lvd_worker::kv::WorkerRedis;
@@ -73,6 +74,15 @@ struct RunArgs {
     /// How often stale jobs are looked for and expired files deleted.
     #[arg(long, env = "LVD_WORKER_JOB_UPKEEP_MS", default_value_t = 30_000)]
     job_upkeep_ms: u64,
+    /// The key the auth component presents to have passwords hashed here
+    /// (its `hasher_key` variable); under 32 bytes or unset, the hashing
+    /// endpoint is off and components hash in themselves.
+    #[arg(long, env = "LVD_HASHER_KEY", hide_env_values = true)]
+    hasher_key: Option<String>,
+    /// Passwords hashed at once (each takes a core and 19 MiB for ~20 ms);
+    /// by default, the machine's cores.
+    #[arg(long, env = "LVD_HASHER_CONCURRENCY")]
+    hasher_concurrency: Option<usize>,
     /// The page's public address, for links in mail.
     #[arg(long, env = "LVD_PUBLIC_URL", default_value = "http://127.0.0.1:3000")]
     public_url: String,
@@ -133,7 +143,12 @@ async fn run(args: RunArgs) -> Result<()> {
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
     println!("Worker serving http://{}", listener.local_addr()?);
-    tokio::spawn(lvd_worker::server::serve(listener, Arc::new(metrics.clone())));
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let hashing = Hashing::new(args.hasher_key, args.hasher_concurrency.unwrap_or(cores), metrics.clone()).map(Arc::new);
+    if hashing.is_some() {
+        tracing::info!("hashing passwords for the auth component on {}/internal/password", listener.local_addr()?);
+    }
+    tokio::spawn(lvd_worker::server::serve(listener, Arc::new(metrics.clone()), hashing));
     let ingest = Queue::open(&client, lvd::keys::INGEST_STREAM, &format!("{consumer}-depth")).await?;
     tokio::spawn(sample_depth(deps.clone(), ingest, jobs.queue.clone()));
     tokio::spawn(lvd_worker::partitions::run(args.database_url.clone()));

@@ -23,6 +23,9 @@ pub struct Metrics {
     /// Entries still in flight when a drain ran out of time (reclaimed by
     /// another worker later).
     pub drain_abandoned: prometheus::IntCounter,
+    /// Password hashes and verifications asked of the worker, by op (hash,
+    /// verify) and outcome (ok, refused, busy, failed).
+    pub password_hashes: IntCounterVec,
 }
 
 impl Metrics {
@@ -51,10 +54,21 @@ impl Metrics {
         let drain_abandoned =
             prometheus::IntCounter::new("lvd_worker_drain_abandoned_total", "Entries still in flight when a drain ran out of time")
                 .expect("valid metric");
-        for m in [Box::new(busy.clone()) as Box<dyn prometheus::core::Collector>, Box::new(concurrency.clone()), Box::new(draining.clone()), Box::new(drain_abandoned.clone())] {
+        let password_hashes = IntCounterVec::new(
+            Opts::new("lvd_worker_password_hashes_total", "Password hashes and verifications asked of the worker, by op and outcome"),
+            &["op", "outcome"],
+        )
+        .expect("valid metric");
+        for m in [
+            Box::new(busy.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(concurrency.clone()),
+            Box::new(draining.clone()),
+            Box::new(drain_abandoned.clone()),
+            Box::new(password_hashes.clone()),
+        ] {
             registry.register(m).expect("unique metric");
         }
-        Self { registry, jobs, queue_depth, send_seconds: send, rows, quarantined, busy, concurrency, draining, drain_abandoned }
+        Self { registry, jobs, queue_depth, send_seconds: send, rows, quarantined, busy, concurrency, draining, drain_abandoned, password_hashes }
     }
 
     pub fn render(&self) -> String {

@@ -16,6 +16,7 @@ use lvd::limits::{self, Limit};
 use lvd::problem::Problem;
 use lvd_component::config::{self, Common};
 use lvd_component::db::SpinDb;
+use lvd_component::hasher::Sidecar;
 use lvd_component::http::{self as h, Response};
 use lvd_component::redis::SpinRedis;
 use lvd_component::routes::{Route, Routes};
@@ -56,6 +57,8 @@ struct Ctx {
     keys: Keys,
     per_ip: Limit,
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// The worker's password hasher, else this component's own.
+    hasher: Sidecar,
 }
 
 impl Config for Ctx {
@@ -67,13 +70,14 @@ impl Config for Ctx {
             keys: Keys { jwt_secret, otp_key: config::secret("otp_key").await? },
             per_ip: Limit { name: "auth_ip", max: config::number("rate_limit_auth_per_ip", 100).await?, window_secs: 60 },
             trusted_proxies,
+            hasher: Sidecar::load(scope.id()).await?,
         })
     }
 }
 
 impl Ctx {
-    fn auth(&self) -> Auth<'_, SpinDb, SpinRedis> {
-        Auth { db: &self.db, redis: &self.redis, keys: &self.keys }
+    fn auth(&self) -> Auth<'_, SpinDb, SpinRedis, Sidecar> {
+        Auth { db: &self.db, redis: &self.redis, keys: &self.keys, hasher: &self.hasher }
     }
 }
 

@@ -25,6 +25,10 @@ pub const KEY_VALUE: Duration = Duration::from_secs(1);
 /// key-value one: an ingest script that outlived a shorter wait may still
 /// have committed, and a client retrying then leans on `message_id` dedup.
 pub const REDIS: Duration = Duration::from_secs(5);
+/// A call to the worker's password hasher (`hasher`): a hash takes ~20 ms
+/// there, so this only trips when the worker hangs or is swamped; the
+/// component then hashes in itself.
+pub const HASHER: Duration = Duration::from_secs(3);
 /// A PostgreSQL statement, connecting and reading every row included.
 pub const POSTGRES: Duration = Duration::from_secs(10);
 

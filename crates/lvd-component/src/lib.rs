@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod deadline;
+pub mod hasher;
 pub mod host;
 pub mod http;
 pub mod kv;

@@ -27,7 +27,17 @@ pub fn request(component: &str, request_id: &str, method: &str, route: &str, sta
 /// A fault outside a request's reply (a streamed body's task, a step after
 /// the reply): `request_id` names the request it belongs to.
 pub fn error(component: &str, request_id: Option<&str>, message: &str) {
+    note("error", component, request_id, message);
+}
+
+/// Something worth an operator's attention that the request survived (a
+/// fallback taken).
+pub fn warn(component: &str, request_id: Option<&str>, message: &str) {
+    note("warn", component, request_id, message);
+}
+
+fn note(level: &str, component: &str, request_id: Option<&str>, message: &str) {
     let mut fields = Map::new();
     fields.insert("message".into(), message.into());
-    write("error", component, request_id, fields);
+    write(level, component, request_id, fields);
 }

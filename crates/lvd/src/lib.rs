@@ -26,3 +26,4 @@ pub mod problem;
 pub mod queues;
 pub mod request_id;
 pub mod rules;
+pub mod secret;

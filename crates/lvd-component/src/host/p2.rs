@@ -300,3 +300,22 @@ pub(crate) mod redis {
         conn.execute(command, &args)
     }
 }
+
+/// Outbound HTTP (wasi:http 0.2's `outgoing-handler`, driven by
+/// spin-executor's poll loop, so a deadline can cut it short): Spin lets a
+/// component reach only the hosts its `allowed_outbound_hosts` lists.
+pub(crate) mod outbound {
+    /// POSTs the JSON `body` to `url` with `Authorization: Bearer {bearer}`;
+    /// the reply's status and body, refused past `limit` bytes.
+    pub async fn post_json(url: &str, bearer: &str, body: Vec<u8>, limit: usize) -> Result<(u16, Vec<u8>), String> {
+        let req = spin_sdk_p2::http::Request::post(url, body)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {bearer}"))
+            .build();
+        let resp: spin_sdk_p2::http::Response = spin_sdk_p2::http::send(req).await.map_err(|e| e.to_string())?;
+        if resp.body().len() > limit {
+            return Err(format!("a reply longer than {limit} bytes"));
+        }
+        Ok((*resp.status(), resp.body().to_vec()))
+    }
+}

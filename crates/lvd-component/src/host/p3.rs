@@ -142,3 +142,32 @@ pub(crate) mod redis {
         conn.execute(command, args).await
     }
 }
+
+/// Outbound HTTP (wasi:http 0.3's client): Spin lets a component reach only
+/// the hosts its `allowed_outbound_hosts` lists.
+pub(crate) mod outbound {
+    use http_body_util::BodyExt;
+
+    /// POSTs the JSON `body` to `url` with `Authorization: Bearer {bearer}`;
+    /// the reply's status and body, refused past `limit` bytes.
+    pub async fn post_json(url: &str, bearer: &str, body: Vec<u8>, limit: usize) -> Result<(u16, Vec<u8>), String> {
+        let req = http::Request::post(url)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {bearer}"))
+            .body(spin_sdk::http::FullBody::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = spin_sdk::http::send(req).await.map_err(|e| format!("{e:?}"))?;
+        let status = resp.status().as_u16();
+        let mut body = std::pin::pin!(resp.into_body());
+        let mut read = Vec::new();
+        while let Some(frame) = body.as_mut().frame().await {
+            if let Ok(data) = frame.map_err(|e| format!("{e:?}"))?.into_data() {
+                if read.len() + data.len() > limit {
+                    return Err(format!("a reply longer than {limit} bytes"));
+                }
+                read.extend_from_slice(&data);
+            }
+        }
+        Ok((status, read))
+    }
+}

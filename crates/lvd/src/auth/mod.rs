@@ -3,6 +3,7 @@
 
 pub mod cookie;
 pub mod email;
+pub mod hasher;
 pub mod otp;
 pub mod password;
 pub mod service;

@@ -22,11 +22,35 @@ impl Password {
         }
         Ok(Self(SecretString::from(raw)))
     }
+
+    /// The plaintext, for the password hasher's request only (`hasher`).
+    pub(super) fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+/// Memory in KiB, passes and lanes of every hash the product makes.
+const MEMORY_KIB: u32 = 19 * 1024;
+const TIME: u32 = 2;
+const LANES: u32 = 1;
+
+fn params() -> Params {
+    Params::new(MEMORY_KIB, TIME, LANES, None).expect("valid Argon2 parameters")
 }
 
 fn argon2() -> Argon2<'static> {
-    let params = Params::new(19 * 1024, 2, 1, None).expect("valid Argon2 parameters");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params())
+}
+
+/// Whether `phc` is a hash this product would make: Argon2id, version 19,
+/// its parameters, a salt and a 32-byte output.
+pub fn is_current(phc: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else { return false };
+    parsed.algorithm == argon2::ARGON2ID_IDENT
+        && parsed.version == Some(Version::V0x13 as u32)
+        && parsed.salt.is_some()
+        && parsed.hash.is_some_and(|h| h.len() == 32)
+        && Params::try_from(&parsed).is_ok_and(|p| (p.m_cost(), p.t_cost(), p.p_cost()) == (MEMORY_KIB, TIME, LANES))
 }
 
 /// Hashes `password` with a fresh random salt into a PHC string.
@@ -54,11 +78,6 @@ pub fn verify(password: &Password, phc: &str) -> bool {
 pub const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$9y1rT0aBqUk3YXoA7KkYcg$8kJQpR9Zl3l1b2PzQ2v5m6uZ4mQwQ0f1i8e3Xx9m7Ck";
 
-/// Spends the time of one verification against [`DUMMY_HASH`].
-pub fn verify_dummy(password: &Password) {
-    let _ = verify(password, DUMMY_HASH);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +96,7 @@ mod tests {
         let h = hash(&p);
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
         assert!(verify(&p, &h));
+        assert!(is_current(&h));
         assert!(!verify(&Password::parse("wrong horse battery".into()).unwrap(), &h));
     }
 

@@ -14,6 +14,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::email::Email;
+use super::hasher::Hasher;
 use super::otp::{self, Code, Purpose};
 use super::password::{self, Password};
 use super::{store, tokens};
@@ -79,10 +80,12 @@ pub enum AuthError {
     Redis(#[from] RedisError),
 }
 
-pub struct Auth<'a, D, R> {
+pub struct Auth<'a, D, R, H> {
     pub db: &'a D,
     pub redis: &'a R,
     pub keys: &'a Keys,
+    /// Where passwords are hashed and checked (see `super::hasher`).
+    pub hasher: &'a H,
 }
 
 pub struct Me {
@@ -91,14 +94,14 @@ pub struct Me {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-impl<D: Db, R: Redis> Auth<'_, D, R> {
+impl<D: Db, R: Redis, H: Hasher> Auth<'_, D, R, H> {
     /// Starts a pending sign-up and mails its code, which will activate this
     /// password and no other. An active account is left alone, and a sign-up
     /// within a minute of the last code is dropped (the code already mailed
     /// opens the password registered with it); the reply is the same either way.
     pub async fn register(&self, email: &Email, password: &Password) -> Result<(), AuthError> {
         // Hash whatever happens, so that a taken email costs the same time.
-        let hash = password::hash(password);
+        let hash = self.hasher.hash(password).await;
         let pending = store::insert_unverified(self.db, email, &hash).await?;
         if self.new_code(email, Purpose::Verify).await? && pending {
             let code = Code::generate();
@@ -196,10 +199,11 @@ impl<D: Db, R: Redis> Auth<'_, D, R> {
             return Err(AuthError::AccountLocked(secs));
         }
         let user = store::user_by_email(self.db, email).await?;
+        // One verification either way, on the same side (see `hasher`).
         let ok = match &user {
-            Some(u) => password::verify(password, &u.password_hash),
+            Some(u) => self.hasher.verify(password, &u.password_hash).await,
             None => {
-                password::verify_dummy(password);
+                let _ = self.hasher.verify(password, password::DUMMY_HASH).await;
                 false
             }
         };
@@ -245,7 +249,7 @@ impl<D: Db, R: Redis> Auth<'_, D, R> {
     pub async fn reset(&self, email: &Email, code: &Code, new_password: &Password) -> Result<(), AuthError> {
         self.redeem(email, code, Purpose::Reset).await?;
         let user = store::user_by_email(self.db, email).await?.ok_or(AuthError::InvalidCode)?;
-        store::set_password(self.db, user.id, &password::hash(new_password)).await?;
+        store::set_password(self.db, user.id, &self.hasher.hash(new_password).await).await?;
         store::revoke_all_refresh(self.db, user.id).await?;
         Ok(())
     }
