@@ -60,7 +60,6 @@ pub async fn delete(ctx: &Ctx, owner: Uuid, id: &str) -> Reply {
     let id: Uuid = id.parse().map_err(|_| Error::NotFound)?;
     let hash = store::delete(&ctx.common.db, owner, id).await?.ok_or(Error::NotFound)?;
     ctx.kv.delete(&keys::cache::app(&hash)).await.map_err(Error::Stale)?;
-    ctx.kv.delete(&keys::cache::rules(id)).await.map_err(Error::Stale)?;
     Ok(h::empty(204))
 }
 

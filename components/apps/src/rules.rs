@@ -72,7 +72,7 @@ pub async fn put(req: Request, ctx: &Ctx, on: &On) -> Reply {
     f.finish()?;
     let (event, schema) = (event.unwrap(), schema.unwrap());
     let rule = store::put(&ctx.common.db, app.id, &event, &schema, description.as_deref()).await?;
-    ctx.kv.delete(&keys::cache::rules(app.id)).await.map_err(Error::Stale)?;
+    forget_ingest_entry(ctx, app.id).await?;
     Ok(h::json(200, &view(&rule)))
 }
 
@@ -105,7 +105,7 @@ pub async fn delete(ctx: &Ctx, on: &On) -> Reply {
     if !store::delete(&ctx.common.db, app.id, &event).await? {
         return Err(Error::NotFound);
     }
-    ctx.kv.delete(&keys::cache::rules(app.id)).await.map_err(Error::Stale)?;
+    forget_ingest_entry(ctx, app.id).await?;
     Ok(h::empty(204))
 }
 
@@ -133,4 +133,13 @@ pub async fn test(req: Request, ctx: &Ctx, on: &On) -> Reply {
     let incoming = Incoming { event, properties, timestamp: None, message_id: None, context: None };
     let judged = judge(incoming, compiled.as_ref().map(|(v, s)| (*v, s)), chrono::Utc::now());
     Ok(h::json(200, &json!({ "status": judged.status, "errors": judged.errors, "rule_version": judged.rule_version })))
+}
+
+/// Deletes the app's ingest cache entry, which carries its rules' current
+/// versions, so the next event on any instance reads the new ones.
+async fn forget_ingest_entry(ctx: &Ctx, app: Uuid) -> Result<(), Error> {
+    if let Some(hash) = lvd::apps::store::key_hash(&ctx.common.db, app).await? {
+        ctx.kv.delete(&keys::cache::app(&hash)).await.map_err(Error::Stale)?;
+    }
+    Ok(())
 }

@@ -14,17 +14,18 @@
 //! the app still exists and is the caller's — and ends the response the
 //! moment any of them no longer holds.
 //!
-//! Figures are cached for a second in the key-value store, shared by every
-//! instance, so a dashboard polled by many viewers costs one Redis read per
-//! app and window per second, and an event still shows within 2 s of its
-//! 202. A cached entry carries its app's owner, so a hit is checked against
-//! the caller without a database query. Each read is counted as a hit or a
-//! miss of the `stats` cache in the request's figures (`lvd::metrics`).
+//! Figures are cached for a second in Redis (`lvd::logs::stats::cache`),
+//! shared by every instance, so a dashboard polled by many viewers costs one
+//! read of the counters per app and window per second, and an event still
+//! shows within 2 s of its 202. A cached entry carries its app's owner, and
+//! the `/api` gate reads it in the round trip it makes anyway
+//! (`api::admit_probing`): a hit is one Redis call, the request's figures
+//! included, with no database query. Each read is counted as a hit or a miss
+//! of the `stats` cache in the request's figures (`lvd::metrics`).
 
 use http::Method;
 use lvd::auth::tokens::Claims;
 use lvd::cause::chain;
-use lvd::cache;
 use lvd::db::DbError;
 use lvd::keys;
 use lvd::kv::{Redis, RedisError};
@@ -37,19 +38,15 @@ use lvd_component::config::{self, Common};
 use lvd_component::db::SpinDb;
 use lvd_component::host::{self, BodySink};
 use lvd_component::http::{self as h, Response};
-use lvd_component::kv::SpinKv;
 use lvd_component::redis::SpinRedis;
 use lvd_component::routes::{Route, Routes};
 use lvd_component::serve::{self, Config, Reply, answer, serve};
 use lvd_component::scope::Scope;
 use lvd_component::{Request, log, variables};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 const NAME: &str = "live";
 
-/// Seconds figures stay cached.
-const STATS_TTL_SECS: i64 = 1;
 /// How long one live response lasts before the client reconnects, unless
 /// the `live_stream_seconds` variable says otherwise.
 const STREAM_SECS: u64 = 45;
@@ -59,12 +56,6 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(250);
 const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often a stream re-checks the token and the app that admitted it.
 const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
-
-#[derive(Serialize, Deserialize)]
-struct Cached {
-    owner: Uuid,
-    body: String,
-}
 
 #[derive(Clone, Copy)]
 enum Op {
@@ -93,10 +84,14 @@ lvd_component::entry!(handle);
 
 async fn handle(req: Request) -> Reply {
     serve::<Ctx, _, _>(NAME, &ROUTES, req, async |req, ctx| {
-        let (claims, decision) = match api::admit(&Gate::for_api(&ctx.common).await, &req).await {
+        let probe = figures_key(&req);
+        let (claims, decision, cached) = match api::admit_probing(&Gate::for_api(&ctx.common).await, &req, probe.as_deref()).await {
             Ok(admitted) => admitted,
             Err(resp) => return resp.into(),
         };
+        if let Some(body) = cached {
+            return h::with_rate_limit(json_text(body), &decision).into();
+        }
         match route(&req, ctx, &claims, &decision).await {
             Ok(reply) => reply,
             Err(e) => h::with_rate_limit(answer(NAME, Err(e), problem), &decision).into(),
@@ -114,6 +109,16 @@ async fn route(req: &Request, ctx: &Ctx, claims: &Claims, decision: &Decision) -
     })
 }
 
+/// The cache key of the figures a well-formed `GET .../stats` asks for.
+fn figures_key(req: &Request) -> Option<String> {
+    let at = ROUTES.find(req.method(), req.uri().path()).ok()?;
+    if !matches!(at.op, Op::Figures) {
+        return None;
+    }
+    let app: Uuid = at.param("app").parse().ok()?;
+    Some(keys::stats_cache(app, window(req).ok()?.as_str()))
+}
+
 fn window(req: &Request) -> Result<Window, Error> {
     match h::query_param(req, "window") {
         None => Ok(Window::H1),
@@ -123,30 +128,22 @@ fn window(req: &Request) -> Result<Window, Error> {
     }
 }
 
+/// The figures when the gate found none cached for the caller: the app must
+/// be theirs (a database query), then the counters are read and cached.
 async fn figures(req: &Request, common: &Common, caller: Uuid, app: Uuid) -> Result<Response, Error> {
     let window = window(req)?;
-    let kv = SpinKv::new(&common.redis);
-    if let Some(body) = cached(&kv, app, window, caller).await {
-        return Ok(json_text(body));
-    }
+    common.redis.note_cache("stats", false);
     lvd::apps::store::get(&common.db, caller, app).await?.ok_or(Error::NotFound)?;
-    let body = fresh(&kv, &common.redis, app, window, caller).await?;
+    let body = fresh(&common.redis, app, window, caller).await?;
     Ok(json_text(body))
-}
-
-/// The cached figures, when the entry is fresh and belongs to `caller`.
-async fn cached(kv: &SpinKv, app: Uuid, window: Window, caller: Uuid) -> Option<String> {
-    let key = keys::cache::stats(app, window.as_str());
-    let hit = cache::get::<Cached>(kv, &key).await.ok().flatten().filter(|c| c.owner == caller);
-    hit.map(|c| c.body)
 }
 
 /// Reads the figures from the counters and caches them. The caller must
 /// already be known to own the app.
-async fn fresh(kv: &SpinKv, redis: &SpinRedis, app: Uuid, window: Window, owner: Uuid) -> Result<String, RedisError> {
+async fn fresh(redis: &SpinRedis, app: Uuid, window: Window, owner: Uuid) -> Result<String, RedisError> {
     let figures = stats::read(redis, app, window, chrono::Utc::now()).await?;
     let body = serde_json::to_string(&figures).expect("figures serialize");
-    let _ = cache::put(kv, &keys::cache::stats(app, window.as_str()), &Cached { owner, body: body.clone() }, STATS_TTL_SECS).await;
+    let _ = stats::cache(redis, app, window, owner, &body).await;
     Ok(body)
 }
 
@@ -184,7 +181,6 @@ impl Stream {
     /// Sends until the stream's time is up, the client leaves, or what
     /// admitted it no longer holds.
     async fn run(mut self, mut tx: BodySink) {
-        let kv = SpinKv::new(&self.redis);
         let started = std::time::Instant::now();
         let (mut last_stats, mut last_check) = (None::<std::time::Instant>, std::time::Instant::now());
         let _ = tx.send("retry: 1000\n\n".to_owned()).await;
@@ -197,9 +193,9 @@ impl Stream {
             }
             let mut out = self.invalid_events().await;
             if last_stats.is_none_or(|t| t.elapsed() >= STATS_EVERY) {
-                let figures = match cached(&kv, self.app, self.window, self.claims.sub).await {
-                    Some(body) => Ok(body),
-                    None => fresh(&kv, &self.redis, self.app, self.window, self.claims.sub).await,
+                let figures = match stats::cached(&self.redis, self.app, self.window, self.claims.sub).await {
+                    Ok(Some(body)) => Ok(body),
+                    _ => fresh(&self.redis, self.app, self.window, self.claims.sub).await,
                 };
                 match figures {
                     Ok(body) => out.push_str(&live::sse("stats", &self.position, &body)),

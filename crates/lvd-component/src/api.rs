@@ -39,10 +39,19 @@ impl<'a> Gate<'a> {
 /// The token's signature and expiry are checked here; the per-IP limit, the
 /// deny-list and the per-user limit in one Redis round trip.
 pub async fn admit(gate: &Gate<'_>, req: &Request) -> Result<(Claims, Decision), Response> {
+    admit_probing(gate, req, None).await.map(|(claims, decision, _)| (claims, decision))
+}
+
+/// [`admit`], reading in the same round trip the cached reply under
+/// `probe` (`lvd::logs::stats::cache`): its body comes back when the caller
+/// passes and it is theirs, already counted in the deployment's figures as
+/// a 200 (see `lvd::limits::gate`), so it must be the reply.
+pub async fn admit_probing(gate: &Gate<'_>, req: &Request, probe: Option<&str>) -> Result<(Claims, Decision, Option<String>), Response> {
     let ip = h::client_ip(req, gate.trusted_proxies).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let claims = h::bearer(req).and_then(|token| tokens::verify_access(gate.jwt_secret, &token));
     let ids = claims.as_ref().map(|c| (c.jti.to_string(), c.sub.to_string()));
-    let decided = limits::gate(gate.redis, gate.per_ip, &ip, ids.as_ref().map(|(j, u)| (j.as_str(), u.as_str())), gate.per_user)
+    let token = ids.as_ref().map(|(j, u)| (j.as_str(), u.as_str()));
+    let decided = limits::gate(gate.redis, gate.per_ip, &ip, token, gate.per_user, probe)
         .await
         .map_err(|e| crate::serve::noted(unavailable(), format!("api gate: 503: {}", lvd::cause::chain(&e))))?;
     if !decided.ip.allowed {
@@ -56,7 +65,7 @@ pub async fn admit(gate: &Gate<'_>, req: &Request) -> Result<(Claims, Decision),
         return Err(h::problem(&Problem::rate_limited(by_user)));
     }
     let binding = if by_user.remaining <= decided.ip.remaining { by_user } else { decided.ip };
-    Ok((claims, binding))
+    Ok((claims, binding, decided.cached))
 }
 
 fn unavailable() -> Response {

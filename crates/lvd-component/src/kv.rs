@@ -84,8 +84,6 @@ impl KeyValue for SpinKv {
     }
 
     fn note(&self, cache: &str, hit: bool) {
-        if let Some(scope) = self.redis.scope() {
-            scope.note_cache(cache, hit);
-        }
+        self.redis.note_cache(cache, hit);
     }
 }

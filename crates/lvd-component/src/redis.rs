@@ -10,7 +10,7 @@
 //! no answer within [`deadline::REDIS`], is forgotten, so the next request
 //! opens a fresh one.
 
-use lvd::kv::{Arg, Redis, RedisError, Reply};
+use lvd::kv::{Arg, Redis, RedisError, Reply, Script};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -43,8 +43,12 @@ impl SpinRedis {
         Self { scope: Some(scope.clone()), ..self }
     }
 
-    pub(crate) fn scope(&self) -> Option<&Scope> {
-        self.scope.as_ref()
+    /// Notes a read of the cache `cache` for the request's figures
+    /// (`/metrics`), when this handle serves a request.
+    pub fn note_cache(&self, cache: &str, hit: bool) {
+        if let Some(scope) = &self.scope {
+            scope.note_cache(cache, hit);
+        }
     }
 
     async fn conn(&self) -> Result<Rc<redis::Connection>, RedisError> {
@@ -80,7 +84,46 @@ impl Redis for SpinRedis {
     }
 
     async fn execute(&self, command: &str, args: Vec<Arg>) -> Result<Vec<Reply>, RedisError> {
-        match deadline::within(deadline::REDIS, self.execute_now(command, args)).await {
+        self.within_deadline(async {
+            let conn = self.conn().await?;
+            self.run(&conn, command, params(args)).await.map_err(|e| self.failed(e))
+        })
+        .await
+    }
+
+    /// `EVALSHA` first; the script's text only when Redis answers NOSCRIPT
+    /// (that error leaves the connection as it was).
+    async fn eval(&self, script: &Script, args: Vec<Arg>) -> Result<Vec<Reply>, RedisError> {
+        self.within_deadline(async {
+            let conn = self.conn().await?;
+            let mut params = params(args);
+            params.insert(0, RedisParameter::Binary(script.sha1().as_bytes().to_vec()));
+            let retry = params.clone();
+            match self.run(&conn, "EVALSHA", params).await {
+                Err(e) if lvd::kv::is_noscript(&e) => {
+                    let mut params = retry;
+                    params[0] = RedisParameter::Binary(script.text().as_bytes().to_vec());
+                    self.run(&conn, "EVAL", params).await.map_err(|e| self.failed(e))
+                }
+                other => other.map_err(|e| self.failed(e)),
+            }
+        })
+        .await
+    }
+}
+
+fn params(args: Vec<Arg>) -> Vec<RedisParameter> {
+    args.into_iter()
+        .map(|a| match a {
+            Arg::Int(n) => RedisParameter::Int64(n),
+            Arg::Bytes(b) => RedisParameter::Binary(b),
+        })
+        .collect()
+}
+
+impl SpinRedis {
+    async fn within_deadline(&self, call: impl Future<Output = Result<Vec<Reply>, RedisError>>) -> Result<Vec<Reply>, RedisError> {
+        match deadline::within(deadline::REDIS, call).await {
             Some(result) => result,
             None => {
                 self.forget();
@@ -88,27 +131,18 @@ impl Redis for SpinRedis {
             }
         }
     }
-}
 
-impl SpinRedis {
-    async fn execute_now(&self, command: &str, args: Vec<Arg>) -> Result<Vec<Reply>, RedisError> {
-        let conn = self.conn().await?;
-        let args = args
-            .into_iter()
-            .map(|a| match a {
-                Arg::Int(n) => RedisParameter::Int64(n),
-                Arg::Bytes(b) => RedisParameter::Binary(b),
-            })
-            .collect::<Vec<_>>();
-        let replies = match redis::execute(&conn, command, args).await {
-            Ok(r) => r,
-            Err(e) => {
-                // A script or command error leaves the connection fine, but
-                // telling those apart from a dead one is not worth the risk.
-                self.forget();
-                return Err(RedisError(format!("{e:?}").into()));
-            }
-        };
+    /// A failed command: a script or command error leaves the connection
+    /// fine, but telling those apart from a dead one is not worth the risk,
+    /// so it is forgotten.
+    fn failed(&self, error: String) -> RedisError {
+        self.forget();
+        RedisError(error.into())
+    }
+
+    /// One command on `conn`; the host's error as text.
+    async fn run(&self, conn: &redis::Connection, command: &str, params: Vec<RedisParameter>) -> Result<Vec<Reply>, String> {
+        let replies = redis::execute(conn, command, params).await.map_err(|e| format!("{e:?}"))?;
         Ok(replies
             .into_iter()
             .map(|r| match r {

@@ -5,22 +5,24 @@
 //! so the next request on any instance reads the new state.
 //!
 //! What is cached, and for how long (keys from `crate::keys::cache`):
-//! - `app:<sha256 of the ingest key, hex>`: the app an ingest key opens
-//!   ([`IngestApp`]), 10 minutes; deleted on key rotation and app deletion.
-//! - `rules:<app id>`: the current version of each event's rule, 5 minutes;
-//!   deleted on every rule change.
+//! - `app:<sha256 of the ingest key, hex>`: the app an ingest key opens with
+//!   the current version of each of its event's rules ([`IngestApp`]: all
+//!   ingest reads before judging, in one read), 5 minutes; deleted on key
+//!   rotation, app deletion and every rule change.
 //! - `rule:<app id>:<version>:<event>`: one version's schema. Versions never
 //!   change, so this entry is never stale; it still expires so the store
 //!   does not keep schemas of deleted rules forever.
-//! - `stats:<app id>:<window>`: an app's live figures with its owner, one
-//!   second (the live component's).
+//!
+//! An app's live figures are cached too, for a second, but in outbound
+//! Redis (`crate::logs::stats::cache`), where the `/api` gate reads them in
+//! the round trip it makes anyway.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-pub const APP_TTL_SECS: i64 = 600;
+pub const APP_TTL_SECS: i64 = 300;
 pub const RULES_TTL_SECS: i64 = 300;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,11 +66,14 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// What ingest needs to know about the app an ingest key opens.
+/// What ingest needs to know about the app an ingest key opens. An entry
+/// cached before `rules` joined it fails to parse, so it reads as a miss.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IngestApp {
     pub id: Uuid,
     pub retention_days: i64,
+    /// The current version of each event's rule.
+    pub rules: RuleVersions,
 }
 
 /// The current rule version of each event of an app.

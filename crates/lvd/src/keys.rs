@@ -109,6 +109,13 @@ pub fn stats_bucket(app: Uuid, unit: char, index: i64) -> String {
     format!("lvd:stats:{app}:{unit}:{index}")
 }
 
+/// An app's live figures over one window (`15m`, `1h`, ...) with their
+/// owner, cached for a second (`crate::logs::stats::cache`): outbound
+/// Redis, so the `/api` gate reads it in its own round trip.
+pub fn stats_cache(app: Uuid, window: &str) -> String {
+    format!("lvd:cache:stats:{app}:{window}")
+}
+
 /// When each event of an app was last seen (ms since the epoch).
 pub fn stats_seen(app: Uuid) -> String {
     format!("lvd:stats:{app}:seen")
@@ -137,25 +144,16 @@ pub mod metrics {
 pub mod cache {
     use uuid::Uuid;
 
-    /// The app an ingest key opens, by the key's SHA-256.
+    /// The app an ingest key opens and its rules' current versions, by the
+    /// key's SHA-256.
     pub fn app(key_hash: &[u8]) -> String {
         let hex: String = key_hash.iter().map(|b| format!("{b:02x}")).collect();
         format!("app:{hex}")
     }
 
-    /// The current version of each event's rule of an app.
-    pub fn rules(app: Uuid) -> String {
-        format!("rules:{app}")
-    }
-
     /// One version's schema.
     pub fn rule(app: Uuid, version: i64, event: &str) -> String {
         format!("rule:{app}:{version}:{event}")
-    }
-
-    /// An app's live figures over one window (`15m`, `1h`, ...).
-    pub fn stats(app: Uuid, window: &str) -> String {
-        format!("stats:{app}:{window}")
     }
 }
 

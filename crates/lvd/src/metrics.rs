@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 
 use crate::db::{Db, DbError};
 use crate::keys;
-use crate::kv::{Arg, Redis, RedisError, Reply};
+use crate::kv::{Arg, Redis, RedisError, Reply, Script};
 
 /// Upper bounds (seconds) of the request latency histogram's buckets; one
 /// more, `+Inf`, counts the rest.
@@ -84,7 +84,7 @@ end
 
 /// Counts one request whose status is known: `ARGV[1]` is the status, then
 /// the figures from `ARGV[3]` (`ARGV[2]` says where the keys are).
-const RECORD_SCRIPT: &str = concat!(crate::count_request!(), "count_request(3, ARGV[1])\nreturn 1");
+static RECORD_SCRIPT: Script = Script::new(concat!(crate::count_request!(), "count_request(3, ARGV[1])\nreturn 1"));
 
 /// The three hashes a script that counts a request writes, in the order
 /// [`count_request!`] takes them.
@@ -108,11 +108,11 @@ pub fn script_args(sample: &Sample<'_>, first_key: i64) -> Vec<Arg> {
 
 /// Adds one request to the deployment's figures.
 pub async fn record(redis: &impl Redis, sample: &Sample<'_>) -> Result<(), RedisError> {
-    let mut args: Vec<Arg> = vec![RECORD_SCRIPT.into(), Arg::Int(3)];
+    let mut args: Vec<Arg> = vec![Arg::Int(3)];
     args.extend(KEYS.map(Arg::from));
     args.push(Arg::from(sample.status.to_string()));
     args.extend(script_args(sample, 1));
-    redis.execute("EVAL", args).await.map(drop)
+    redis.eval(&RECORD_SCRIPT, args).await.map(drop)
 }
 
 /// A request whose figures a script it already runs can count, so counting
@@ -128,7 +128,7 @@ pub trait Pending {
 
 /// Every hash of counters, then each queue's depth, dead letters, delayed
 /// retries and first entry id (`0` when empty), as one flat reply.
-const READ_SCRIPT: &str = r#"
+static READ_SCRIPT: Script = Script::new(r#"
 local out = {}
 for i = 1, 4 do
   local h = redis.call('HGETALL', KEYS[i])
@@ -143,7 +143,7 @@ for i = 5, #KEYS, 3 do
   out[#out + 1] = first[1] and first[1][1] or '0'
 end
 return out
-"#;
+"#);
 
 /// One request series: method and route.
 type Series = (String, String);
@@ -185,7 +185,7 @@ pub struct Snapshot {
 
 /// Reads the Redis side of the figures into `snap`.
 pub async fn read_redis(redis: &impl Redis, snap: &mut Snapshot, now_ms: i64) -> Result<(), RedisError> {
-    let mut args: Vec<Arg> = vec![READ_SCRIPT.into(), Arg::Int(4 + 3 * keys::QUEUES.len() as i64)];
+    let mut args: Vec<Arg> = vec![Arg::Int(4 + 3 * keys::QUEUES.len() as i64)];
     for key in [keys::metrics::REQUESTS, keys::metrics::LATENCY, keys::metrics::CACHE, keys::metrics::EVENTS] {
         args.push(key.into());
     }
@@ -194,7 +194,7 @@ pub async fn read_redis(redis: &impl Redis, snap: &mut Snapshot, now_ms: i64) ->
         args.push(keys::dead_letter(key).into());
         args.push(keys::delayed(key).into());
     }
-    let reply = redis.execute("EVAL", args).await?;
+    let reply = redis.eval(&READ_SCRIPT, args).await?;
     let mut at = reply.iter();
     let mut hash = || -> Result<Vec<(String, u64)>, RedisError> {
         let n = at.next().and_then(Reply::int).ok_or_else(|| short())?;

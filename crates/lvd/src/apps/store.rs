@@ -72,7 +72,17 @@ pub async fn rotate_key(db: &impl Db, owner: Uuid, id: Uuid, key_hash: Vec<u8>) 
 }
 
 /// The app an ingest key (by its hash) opens, if any.
+/// The app an ingest key (by its hash) opens, with its rules' current versions.
 pub async fn by_key_hash(db: &impl Db, key_hash: &[u8]) -> Result<Option<crate::cache::IngestApp>, DbError> {
     let rows = db.query("SELECT id, retention_days FROM apps WHERE ingest_key_hash = $1", &[key_hash.to_vec().into()]).await?;
-    rows.first().map(|r| Ok(crate::cache::IngestApp { id: r.uuid(0)?, retention_days: r.i64(1)? })).transpose()
+    let Some(r) = rows.first() else { return Ok(None) };
+    let id = r.uuid(0)?;
+    let rules = crate::rules::store::versions(db, id).await?.into_iter().collect();
+    Ok(Some(crate::cache::IngestApp { id, retention_days: r.i64(1)?, rules }))
+}
+
+/// The hash of an app's current ingest key (for its cache entry's name).
+pub async fn key_hash(db: &impl Db, app: Uuid) -> Result<Option<Vec<u8>>, DbError> {
+    let rows = db.query("SELECT ingest_key_hash FROM apps WHERE id = $1", &[app.into()]).await?;
+    rows.first().map(|r| r.bytes(0)).transpose()
 }

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::{Incoming, rfc3339, rows};
 use crate::keys;
-use crate::kv::{Arg, Redis, RedisError, Reply};
+use crate::kv::{Arg, Redis, RedisError, Reply, Script};
 use crate::limits::Decision;
 use crate::rules::{Schema, Violation};
 
@@ -183,7 +183,7 @@ pub enum Outcome {
     Backlogged(Decision),
 }
 
-const SCRIPT: &str = concat!(
+static SCRIPT: Script = Script::new(concat!(
     crate::window_hit!(),
     crate::count_request!(),
     r#"
@@ -247,14 +247,13 @@ end
 count('202')
 return out
 "#
-);
+));
 
 /// Rate-limits the request and, when it may pass, stores `events` (possibly
 /// none: a batch of rejected events still counts against the limit).
 pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at: DateTime<Utc>, settings: Settings) -> Result<Outcome, RedisError> {
     let ms = received_at.timestamp_millis();
     let mut args: Vec<Arg> = vec![
-        SCRIPT.into(),
         Arg::Int(10),
         keys::INGEST_STREAM.into(),
         keys::invalid_tail(app).into(),
@@ -299,7 +298,7 @@ pub async fn store(redis: &impl Redis, app: Uuid, events: &[Judged], received_at
             args.push(fold.into());
         }
     }
-    let reply = redis.execute("EVAL", args).await?;
+    let reply = redis.eval(&SCRIPT, args).await?;
     if let Some(p) = pending {
         p.counted();
     }

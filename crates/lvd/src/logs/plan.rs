@@ -1,6 +1,7 @@
-//! What ingest reads before judging: the app an ingest key opens and the
-//! rules of the events at hand, each read through the shared cache (see
-//! `crate::cache`). A cache that cannot be reached is only slower: reads fall
+//! What ingest reads before judging: the app an ingest key opens with its
+//! rules' current versions (one cache read), and the schemas of the events
+//! at hand (compiled once per instance), each read through the shared cache
+//! (see `crate::cache`). A cache that cannot be reached is only slower: reads fall
 //! back to PostgreSQL and failed writes are ignored.
 
 use std::collections::HashMap;
@@ -9,7 +10,7 @@ use uuid::Uuid;
 
 use super::EventName;
 use crate::apps::{self, store as apps_store};
-use crate::cache::{self, IngestApp, KeyValue, RuleVersions};
+use crate::cache::{self, IngestApp, KeyValue};
 use crate::keys;
 use crate::db::{Db, DbError};
 use crate::rules::{Schema, store as rules_store};
@@ -160,15 +161,16 @@ impl Lru {
 pub struct Plan(HashMap<EventName, (i64, Arc<Schema>)>);
 
 impl Plan {
-    /// Loads the current rule of each of `events` that has one.
+    /// Loads the current rule of each of `events` that has one (the
+    /// versions `app` carries, read with it).
     pub async fn load<'a>(
         kv: &impl KeyValue,
         db: &impl Db,
         compiled: &Compiled,
-        app: Uuid,
+        app: &IngestApp,
         events: impl IntoIterator<Item = &'a EventName>,
     ) -> Result<Self, PlanError> {
-        let versions = versions(kv, db, app).await?;
+        let (versions, app) = (&app.rules, app.id);
         let mut plan = HashMap::new();
         for event in events {
             if plan.contains_key(event) {
@@ -198,16 +200,6 @@ impl Plan {
     pub fn rule(&self, event: &EventName) -> Option<(i64, &Schema)> {
         self.0.get(event).map(|(v, s)| (*v, s.as_ref()))
     }
-}
-
-async fn versions(kv: &impl KeyValue, db: &impl Db, app: Uuid) -> Result<RuleVersions, DbError> {
-    let key = keys::cache::rules(app);
-    if let Ok(Some(v)) = cache::get::<RuleVersions>(kv, &key).await {
-        return Ok(v);
-    }
-    let v: RuleVersions = rules_store::versions(db, app).await?.into_iter().collect();
-    let _ = cache::put(kv, &key, &v, cache::RULES_TTL_SECS).await;
-    Ok(v)
 }
 
 async fn schema(kv: &impl KeyValue, db: &impl Db, app: Uuid, event: &str, version: i64) -> Result<Option<serde_json::Value>, DbError> {

@@ -125,7 +125,7 @@ impl<D: Db, R: Redis, K: KeyValue> Ingest<'_, D, R, K> {
             Body::Batch(events) => events,
         };
         let names = parsed.iter().filter_map(|e| e.as_ref().ok()).map(|e| &e.event);
-        let plan = Plan::load(self.kv, self.db, self.compiled, app.id, names).await?;
+        let plan = Plan::load(self.kv, self.db, self.compiled, app, names).await?;
         let mut judged: Vec<Judged> = Vec::with_capacity(parsed.len());
         let mut slots: Vec<Result<usize, Vec<FieldError>>> = Vec::with_capacity(parsed.len());
         for event in parsed {
