@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use lvd::auth::hasher;
 
 use crate::metrics::Metrics;
+use crate::server::problem;
 
 /// How long a request may wait for a free hashing slot.
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
@@ -86,9 +87,4 @@ impl Hashing {
     fn count(&self, op: &str, outcome: &str) {
         self.metrics.password_hashes.with_label_values(&[op, outcome]).inc();
     }
-}
-
-fn problem(status: u16, code: &str, detail: &str) -> (u16, String) {
-    let body = serde_json::json!({ "type": "about:blank", "status": status, "code": code, "detail": detail });
-    (status, body.to_string())
 }

@@ -14,7 +14,13 @@ mod bytes_body {
     pub type Full = http_body_util::Full<hyper::body::Bytes>;
 }
 
-const NOT_FOUND: &str = r#"{"type":"about:blank","status":404,"title":"Not Found","detail":"No such path.","code":"not_found"}"#;
+/// A problem document (RFC 9457) as every reply of this listener that is
+/// not a success has it: the status and its body.
+pub(crate) fn problem(status: u16, code: &str, detail: &str) -> (u16, String) {
+    let title = hyper::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+    let body = serde_json::json!({ "type": "about:blank", "status": status, "title": title, "detail": detail, "code": code });
+    (status, body.to_string())
+}
 
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, hashing: Option<Arc<Hashing>>) {
     loop {
@@ -33,7 +39,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, hashing: Option
                             let ctype = if status == 200 { "application/json" } else { "application/problem+json" };
                             (status, ctype, body)
                         }
-                        _ => (404, "application/problem+json", NOT_FOUND.to_owned()),
+                        _ => {
+                            let (status, body) = problem(404, "not_found", "No such path.");
+                            (status, "application/problem+json", body)
+                        }
                     };
                     Response::builder().status(status).header("content-type", ctype).body(Full::from(body))
                 }

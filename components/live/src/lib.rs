@@ -39,7 +39,7 @@ use lvd_component::db::SpinDb;
 use lvd_component::host::{self, BodySink};
 use lvd_component::http::{self as h, Response};
 use lvd_component::redis::SpinRedis;
-use lvd_component::routes::{Route, Routes};
+use lvd_component::routes::{Matched, Route, Routes};
 use lvd_component::serve::{self, Config, Reply, answer, serve};
 use lvd_component::scope::Scope;
 use lvd_component::{Request, log, variables};
@@ -84,7 +84,10 @@ lvd_component::entry!(handle);
 
 async fn handle(req: Request) -> Reply {
     serve::<Ctx, _, _>(NAME, &ROUTES, req, async |req, ctx| {
-        let probe = figures_key(&req);
+        // Routed once: the figures' cache key goes to the gate, the match to
+        // the handler (whose 404/405/422 still answer after the gate's 401/429).
+        let at = ROUTES.find(req.method(), req.uri().path());
+        let probe = at.as_ref().ok().and_then(|at| figures_key(at, &req));
         let (claims, decision, cached) = match api::admit_probing(&Gate::for_api(&ctx.common).await, &req, probe.as_deref()).await {
             Ok(admitted) => admitted,
             Err(resp) => return resp.into(),
@@ -92,7 +95,7 @@ async fn handle(req: Request) -> Reply {
         if let Some(body) = cached {
             return h::with_rate_limit(json_text(body), &decision).into();
         }
-        match route(&req, ctx, &claims, &decision).await {
+        match route(at, &req, ctx, &claims, &decision).await {
             Ok(reply) => reply,
             Err(e) => h::with_rate_limit(answer(NAME, Err(e), problem), &decision).into(),
         }
@@ -100,8 +103,8 @@ async fn handle(req: Request) -> Reply {
     .await
 }
 
-async fn route(req: &Request, ctx: &Ctx, claims: &Claims, decision: &Decision) -> Result<Reply, Error> {
-    let at = ROUTES.find(req.method(), req.uri().path())?;
+async fn route(at: Result<Matched<Op>, Problem>, req: &Request, ctx: &Ctx, claims: &Claims, decision: &Decision) -> Result<Reply, Error> {
+    let at = at?;
     let app: Uuid = at.param("app").parse().map_err(|_| Error::NotFound)?;
     Ok(match at.op {
         Op::Figures => h::with_rate_limit(figures(req, &ctx.common, claims.sub, app).await?, decision).into(),
@@ -110,8 +113,7 @@ async fn route(req: &Request, ctx: &Ctx, claims: &Claims, decision: &Decision) -
 }
 
 /// The cache key of the figures a well-formed `GET .../stats` asks for.
-fn figures_key(req: &Request) -> Option<String> {
-    let at = ROUTES.find(req.method(), req.uri().path()).ok()?;
+fn figures_key(at: &Matched<Op>, req: &Request) -> Option<String> {
     if !matches!(at.op, Op::Figures) {
         return None;
     }
