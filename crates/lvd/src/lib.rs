@@ -27,3 +27,4 @@ pub mod queues;
 pub mod request_id;
 pub mod rules;
 pub mod secret;
+pub mod webhook;
