@@ -18,3 +18,4 @@ pub mod partitions;
 pub mod queue;
 pub mod runner;
 pub mod server;
+pub mod webhook;
