@@ -76,6 +76,23 @@ impl Fields {
         }
     }
 
+    /// A boolean field that may be absent (or null).
+    pub fn optional_bool(&mut self, name: &str) -> Option<bool> {
+        match self.map.get(name) {
+            Some(Value::Bool(b)) => Some(*b),
+            None | Some(Value::Null) => None,
+            Some(_) => {
+                self.error(name, "must be true or false");
+                None
+            }
+        }
+    }
+
+    /// Whether an error was recorded at `pointer`.
+    pub fn has_error(&self, pointer: &str) -> bool {
+        self.errors.iter().any(|e| e.pointer == pointer)
+    }
+
     /// Parses a present value with `parse`, recording its error.
     pub fn parsed<V, T, E: Into<String>>(&mut self, name: &str, value: Option<V>, parse: impl FnOnce(V) -> Result<T, E>) -> Option<T> {
         match parse(value?) {

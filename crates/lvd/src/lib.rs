@@ -9,6 +9,7 @@
 //! feature adds [`db::postgres::PgDb`], the tokio-postgres adapter the worker
 //! and tests use.
 
+pub mod alerts;
 pub mod apps;
 pub mod auth;
 pub mod cache;

@@ -46,12 +46,36 @@ pub enum EmailJob {
         /// The API path of the file.
         download_path: String,
     },
+    /// An alert fired or resolved (`crate::alerts`). No secret: the link
+    /// leads to the app's live view on the page.
+    AlertChanged {
+        to: String,
+        app: String,
+        /// The alert's kind, as the API names it.
+        alert_kind: String,
+        /// What the figure is, for people.
+        figure: String,
+        event: Option<String>,
+        /// `firing` or `resolved`.
+        state: String,
+        value: f64,
+        threshold: f64,
+        window: String,
+        /// `new_unplanned`: the names that arrived.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<String>,
+        at: String,
+        link: String,
+    },
 }
 
 impl EmailJob {
     pub fn to(&self) -> &str {
         match self {
-            EmailJob::VerificationCode { to, .. } | EmailJob::PasswordReset { to, .. } | EmailJob::JobFinished { to, .. } => to,
+            EmailJob::VerificationCode { to, .. }
+            | EmailJob::PasswordReset { to, .. }
+            | EmailJob::JobFinished { to, .. }
+            | EmailJob::AlertChanged { to, .. } => to,
         }
     }
 
@@ -62,7 +86,7 @@ impl EmailJob {
             EmailJob::VerificationCode { expires_at, .. } | EmailJob::PasswordReset { expires_at, .. } => {
                 expires_at.is_some_and(|t| t <= now)
             }
-            EmailJob::JobFinished { .. } => false,
+            EmailJob::JobFinished { .. } | EmailJob::AlertChanged { .. } => false,
         }
     }
 

@@ -204,6 +204,20 @@ impl Row {
         }
     }
 
+    pub fn f64(&self, i: usize) -> Result<f64, DbError> {
+        match self.at(i)? {
+            Value::F64(v) => Ok(*v),
+            _ => Err(self.mismatch(i, "double precision")),
+        }
+    }
+
+    pub fn opt_f64(&self, i: usize) -> Result<Option<f64>, DbError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            _ => self.f64(i).map(Some),
+        }
+    }
+
     pub fn bool(&self, i: usize) -> Result<bool, DbError> {
         match self.at(i)? {
             Value::Bool(v) => Ok(*v),

@@ -119,7 +119,9 @@ pub struct Stats {
     pub series: Vec<Bucket>,
 }
 
-static SCRIPT: Script = Script::new(r#"
+/// Reads hashes (`KEYS`) in one round trip: each as its length, then its
+/// fields and values.
+pub(crate) static SCRIPT: Script = Script::new(r#"
 local out = {}
 for i = 1, #KEYS do
   local h = redis.call('HGETALL', KEYS[i])
@@ -165,20 +167,23 @@ pub async fn read(redis: &impl Redis, app: Uuid, window: Window, now: DateTime<U
     let mut args: Vec<Arg> = vec![Arg::Int(count + 1)];
     args.extend((first..=current).map(|i| Arg::from(keys::stats_bucket(app, unit, i))));
     args.push(keys::stats_seen(app).into());
-    let reply = redis.eval(&SCRIPT, args).await?;
-
-    let mut hashes = Vec::with_capacity(count as usize + 1);
-    let mut at = 0;
-    for _ in 0..=count {
-        let n = reply.get(at).and_then(Reply::int).ok_or_else(|| RedisError("short stats reply".into()))? as usize;
-        let pairs = (0..n).filter_map(|k| Some((reply.get(at + 1 + 2 * k)?.text()?, reply.get(at + 2 + 2 * k)?.text()?))).collect::<Vec<_>>();
-        hashes.push(pairs);
-        at += 1 + 2 * n;
-    }
+    let mut hashes = parse_hashes(&redis.eval(&SCRIPT, args).await?, count as usize + 1)?;
     let seen = hashes.pop().unwrap_or_default();
     Ok(assemble(window, first, secs, &hashes, &seen))
 }
 
+/// The `n` hashes of a [`SCRIPT`] reply, as field and value pairs.
+pub(crate) fn parse_hashes(reply: &[Reply], n: usize) -> Result<Vec<Vec<(String, String)>>, RedisError> {
+    let mut hashes = Vec::with_capacity(n);
+    let mut at = 0;
+    for _ in 0..n {
+        let len = reply.get(at).and_then(Reply::int).ok_or_else(|| RedisError("short stats reply".into()))? as usize;
+        let pairs = (0..len).filter_map(|k| Some((reply.get(at + 1 + 2 * k)?.text()?, reply.get(at + 2 + 2 * k)?.text()?))).collect();
+        hashes.push(pairs);
+        at += 1 + 2 * len;
+    }
+    Ok(hashes)
+}
 
 /// Folds the buckets' counter fields (see `Judged::counter_fields`) into figures.
 fn assemble(window: Window, first: i64, secs: i64, buckets: &[Vec<(String, String)>], seen: &[(String, String)]) -> Stats {
