@@ -1,7 +1,8 @@
-//! `/api/apps`: a user's apps, their ingest keys, and their tracking-plan
-//! rules. Another user's app answers 404 exactly like a missing one, on every
+//! `/api/apps`: a user's apps, their ingest keys, their tracking-plan
+//! rules and their alerts. Another user's app answers 404 exactly like a missing one, on every
 //! route. Every reply carries the binding `RateLimit-*` headers.
 
+mod alerts;
 mod apps;
 mod rules;
 
@@ -35,6 +36,12 @@ enum Op {
     DeleteRule,
     RuleHistory,
     TestRule,
+    ListAlerts,
+    CreateAlert,
+    GetAlert,
+    UpdateAlert,
+    DeleteAlert,
+    AlertHistory,
 }
 
 const ROUTES: Routes<Op> = Routes(&[
@@ -49,6 +56,12 @@ const ROUTES: Routes<Op> = Routes(&[
     },
     Route { path: "/api/apps/{app}/rules/{event}/versions", methods: &[(Method::GET, Op::RuleHistory)] },
     Route { path: "/api/apps/{app}/rules/{event}/test", methods: &[(Method::POST, Op::TestRule)] },
+    Route { path: "/api/apps/{app}/alerts", methods: &[(Method::GET, Op::ListAlerts), (Method::POST, Op::CreateAlert)] },
+    Route {
+        path: "/api/apps/{app}/alerts/{alert}",
+        methods: &[(Method::GET, Op::GetAlert), (Method::PATCH, Op::UpdateAlert), (Method::DELETE, Op::DeleteAlert)],
+    },
+    Route { path: "/api/apps/{app}/alerts/{alert}/history", methods: &[(Method::GET, Op::AlertHistory)] },
 ]);
 
 pub(crate) struct Ctx {
@@ -79,6 +92,7 @@ async fn handle(req: Request) -> Reply {
 async fn route(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Error> {
     let at = ROUTES.find(req.method(), req.uri().path())?;
     let app = || at.param("app");
+    let alert = alerts::On { owner, app: at.param("app"), alert: at.param("alert") };
     let on = |m: &Matched<Op>| rules::On { owner, app: m.param("app").to_owned(), event: m.param("event").to_owned() };
     match at.op {
         Op::CreateApp => apps::create(req, ctx, owner).await,
@@ -93,6 +107,12 @@ async fn route(req: Request, ctx: &Ctx, owner: Uuid) -> Result<Response, Error> 
         Op::DeleteRule => rules::delete(ctx, &on(&at)).await,
         Op::RuleHistory => rules::history(ctx, &on(&at)).await,
         Op::TestRule => rules::test(req, ctx, &on(&at)).await,
+        Op::ListAlerts => alerts::list(&req, ctx, &alert).await,
+        Op::CreateAlert => alerts::create(req, ctx, &alert).await,
+        Op::GetAlert => alerts::get(ctx, &alert).await,
+        Op::UpdateAlert => alerts::update(req, ctx, &alert).await,
+        Op::DeleteAlert => alerts::delete(ctx, &alert).await,
+        Op::AlertHistory => alerts::history(&req, ctx, &alert).await,
     }
 }
 
@@ -106,7 +126,7 @@ pub(crate) async fn owned_app(ctx: &Ctx, owner: Uuid, raw: &str) -> Result<lvd::
 /// Everything an `/api/apps` request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
-    /// No such app or rule of this user.
+    /// No such app, rule or alert of this user.
     #[error("not found")]
     NotFound,
     /// Input the contract refuses (404/405 of the route table, 413, 415, 422).
@@ -120,6 +140,9 @@ pub(crate) enum Error {
     StoredRule(String),
     #[error(transparent)]
     Db(#[from] DbError),
+    /// A variable this route needs could not be read.
+    #[error("variable: {0}")]
+    Config(String),
     /// A change committed, but its cache entry could not be dropped.
     #[error("the change committed but its cache entry could not be dropped")]
     Stale(#[source] KvError),
@@ -133,7 +156,7 @@ fn problem(e: &Error) -> Problem {
         Error::InvalidSchema(errors) => {
             Problem::new(422, "invalid_schema", "The schema does not compile as JSON Schema draft 2020-12.").with_errors(errors.clone())
         }
-        Error::StoredRule(_) => Problem::internal(),
+        Error::StoredRule(_) | Error::Config(_) => Problem::internal(),
         Error::Db(e) => serve::db_fault(e),
         // 503, so the client retries and the change is not assumed to be
         // live everywhere.
