@@ -3,9 +3,12 @@
 //! components fill (`run`): email (`delivery`), the ingest stream into
 //! `log_entries` (`ingest`), and reports and exports (`jobs`), the queues
 //! worked by `runner`; and it keeps `log_entries`' daily partitions ahead of
-//! time. Beside the queues it hashes passwords for the auth component at
-//! native speed (`hasher`). Its SQL and Redis keys come from `lvd`.
+//! time. It evaluates alerts and sends their notifications (`alerts`, with
+//! webhooks through the guarded `webhook` sender). Beside the queues it
+//! hashes passwords for the auth component at native speed (`hasher`). Its
+//! SQL and Redis keys come from `lvd`.
 
+pub mod alerts;
 pub mod delivery;
 pub mod hasher;
 pub mod ingest;

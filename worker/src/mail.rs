@@ -50,6 +50,9 @@ pub fn render(job: &EmailJob) -> (String, String, String) {
     if let EmailJob::JobFinished { job_kind, app, status, error, link, download_path, .. } = job {
         return render_job(job_kind, app, status, error.as_deref(), link, download_path);
     }
+    if let EmailJob::AlertChanged { .. } = job {
+        return render_alert(job);
+    }
     let (subject, lead, code) = match job {
         EmailJob::VerificationCode { code, .. } => {
             ("Your Live Validation Dashboard verification code", "Use this code to verify your email address:", code)
@@ -57,7 +60,7 @@ pub fn render(job: &EmailJob) -> (String, String, String) {
         EmailJob::PasswordReset { code, .. } => {
             ("Reset your Live Validation Dashboard password", "Use this code to choose a new password:", code)
         }
-        EmailJob::JobFinished { .. } => unreachable!("rendered above"),
+        EmailJob::JobFinished { .. } | EmailJob::AlertChanged { .. } => unreachable!("rendered above"),
     };
     let text = format!("{lead}\n\n    {code}\n\nThe code expires in 10 minutes. If you did not ask for it, ignore this email.\n");
     let html = format!(
@@ -68,9 +71,46 @@ pub fn render(job: &EmailJob) -> (String, String, String) {
     (subject.to_owned(), text, html)
 }
 
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The mail that tells an owner an alert fired or resolved: what, the
+/// figure against the threshold, and a link to the app's live view.
+fn render_alert(job: &EmailJob) -> (String, String, String) {
+    let EmailJob::AlertChanged { app, alert_kind, figure, event, state, value, threshold, window, events, at, link, .. } = job else {
+        unreachable!("called for alert mail only")
+    };
+    let what = match event {
+        Some(e) => format!("{alert_kind} on {e}"),
+        None => alert_kind.clone(),
+    };
+    let verb = if state == "firing" { "FIRING" } else { "RESOLVED" };
+    let subject = format!("[{verb}] {what} in {app}");
+    let names = if events.is_empty() { String::new() } else { format!("New unplanned events: {}\n", events.join(", ")) };
+    let text = format!(
+        "Alert {what} in {app} is {state} as of {at}.\n\n{figure} over {window}: {value} (threshold {threshold})\n{names}\nLive view: {link}\n"
+    );
+    let html_names = if events.is_empty() { String::new() } else { format!("<p>New unplanned events: {}</p>", esc(&events.join(", "))) };
+    let html = format!(
+        "<!doctype html><html><body style=\"font-family:sans-serif\"><p>Alert <b>{}</b> in <b>{}</b> is <b>{}</b> as of {}.</p>\
+         <p>{} over {}: <b>{}</b> (threshold {})</p>{}<p><a href=\"{}\">Open the live view</a></p></body></html>",
+        esc(&what),
+        esc(app),
+        esc(state),
+        esc(at),
+        esc(figure),
+        esc(window),
+        value,
+        threshold,
+        html_names,
+        esc(link)
+    );
+    (subject, text, html)
+}
+
 /// The mail that tells an owner their report (or export) is done or failed.
 fn render_job(kind: &str, app: &str, status: &str, error: Option<&str>, link: &str, download_path: &str) -> (String, String, String) {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
     if status == "done" {
         let subject = format!("Your {kind} of {app} is ready");
         let text = format!(

@@ -83,6 +83,18 @@ struct RunArgs {
     /// by default, the machine's cores.
     #[arg(long, env = "LVD_HASHER_CONCURRENCY")]
     hasher_concurrency: Option<usize>,
+    /// How often each enabled alert is evaluated.
+    #[arg(long, env = "LVD_ALERT_INTERVAL_MS", default_value_t = lvd::alerts::DEFAULT_INTERVAL_MS)]
+    alert_interval_ms: u64,
+    /// Hosts alert webhooks may reach over http or at loopback, private or
+    /// link-local addresses (comma-separated `host` or `host:port`): the
+    /// same list as the `alert_webhook_allow_hosts` variable.
+    #[arg(long, env = "LVD_ALERT_WEBHOOK_ALLOW_HOSTS", default_value = "")]
+    alert_webhook_allow_hosts: String,
+    /// A test hook: `alert_decided` aborts the process right after an alert
+    /// change is committed, before it is sent.
+    #[arg(long, env = "LVD_WORKER_FAILPOINT", default_value = "", hide = true)]
+    failpoint: String,
     /// The page's public address, for links in mail.
     #[arg(long, env = "LVD_PUBLIC_URL", default_value = "http://127.0.0.1:3000")]
     public_url: String,
@@ -160,6 +172,16 @@ async fn run(args: RunArgs) -> Result<()> {
     ));
 
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let alerts = Arc::new(lvd_worker::alerts::Alerts {
+        database_url: args.database_url.clone(),
+        redis: jobs.redis.clone(),
+        interval: Duration::from_millis(args.alert_interval_ms.max(100)),
+        metrics: metrics.clone(),
+        sender: lvd_worker::webhook::Sender::new(lvd::webhook::AllowList::parse(&args.alert_webhook_allow_hosts))?,
+        public_url: args.public_url.clone(),
+        crash_after_deciding: args.failpoint == "alert_decided",
+    });
+    tokio::spawn(lvd_worker::alerts::run(alerts, rx.clone()));
     let mut writers = Vec::new();
     for i in 0..args.ingest_writers {
         let queue = Queue::open(&client, lvd::keys::INGEST_STREAM, &format!("{consumer}-ingest-{i}")).await?;

@@ -26,6 +26,13 @@ pub struct Metrics {
     /// Password hashes and verifications asked of the worker, by op (hash,
     /// verify) and outcome (ok, refused, busy, failed).
     pub password_hashes: IntCounterVec,
+    /// Alert evaluations, by outcome (ok, firing, failed).
+    pub alert_evaluations: IntCounterVec,
+    /// Alert state changes recorded, by state (firing, resolved).
+    pub alert_changes: IntCounterVec,
+    /// Alert notifications, by channel (email, webhook) and outcome (sent,
+    /// retried, failed).
+    pub alert_notifications: IntCounterVec,
 }
 
 impl Metrics {
@@ -59,8 +66,20 @@ impl Metrics {
             &["op", "outcome"],
         )
         .expect("valid metric");
+        let alert_evaluations =
+            IntCounterVec::new(Opts::new("lvd_worker_alert_evaluations_total", "Alert evaluations, by outcome"), &["outcome"]).expect("valid metric");
+        let alert_changes =
+            IntCounterVec::new(Opts::new("lvd_worker_alert_changes_total", "Alert state changes recorded, by state"), &["state"]).expect("valid metric");
+        let alert_notifications = IntCounterVec::new(
+            Opts::new("lvd_worker_alert_notifications_total", "Alert notifications, by channel and outcome"),
+            &["channel", "outcome"],
+        )
+        .expect("valid metric");
         for m in [
-            Box::new(busy.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(alert_evaluations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(alert_changes.clone()),
+            Box::new(alert_notifications.clone()),
+            Box::new(busy.clone()),
             Box::new(concurrency.clone()),
             Box::new(draining.clone()),
             Box::new(drain_abandoned.clone()),
@@ -68,7 +87,22 @@ impl Metrics {
         ] {
             registry.register(m).expect("unique metric");
         }
-        Self { registry, jobs, queue_depth, send_seconds: send, rows, quarantined, busy, concurrency, draining, drain_abandoned, password_hashes }
+        Self {
+            registry,
+            jobs,
+            queue_depth,
+            send_seconds: send,
+            rows,
+            quarantined,
+            busy,
+            concurrency,
+            draining,
+            drain_abandoned,
+            password_hashes,
+            alert_evaluations,
+            alert_changes,
+            alert_notifications,
+        }
     }
 
     pub fn render(&self) -> String {
