@@ -19,10 +19,12 @@ use tokio::process::{Child, Command};
 
 pub mod cluster;
 mod postgres_server;
+mod receiver;
 mod redis_server;
 mod smtp;
 mod worker;
 pub use postgres_server::TestPostgres;
+pub use receiver::{Received, TestReceiver};
 pub use redis_server::TestRedis;
 pub use smtp::{Mail, TestSmtp};
 pub use worker::TestWorker;
