@@ -207,7 +207,7 @@ impl Settings {
 
         let mut threshold = 0.0;
         let mut min_events = kept.map_or(DEFAULT_MIN_EVENTS, |c| c.min_events);
-        if let (Some(kind), Some(window)) = (kind, window) {
+        if let Some(kind) = kind {
             match kind.default_threshold() {
                 Some(default) => {
                     threshold = given_threshold.unwrap_or(kept.map_or(default, |c| c.threshold));
@@ -229,7 +229,7 @@ impl Settings {
                     if given_min.is_some() {
                         f.error("min_events", format!("is not used by {} (leave it out)", kind.as_str()));
                     }
-                    threshold = if kind == Kind::EventMissing { window.secs() as f64 } else { 0.0 };
+                    threshold = if kind == Kind::EventMissing { window.map_or(0.0, |w| w.secs() as f64) } else { 0.0 };
                     min_events = 0;
                 }
             }
