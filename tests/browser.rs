@@ -1,8 +1,8 @@
 //! The dashboard page in a real browser (Debian's headless Chromium, driven
 //! by playwright-core; both installed by script/test) against the app, its
 //! worker and MailDev. The scenario is `browser/dashboard.mjs`; screenshots
-//! of the live view, the jobs list and an HTML report opened in Chromium land
-//! in `target/screenshots/`.
+//! of the live view, the jobs list, an HTML report opened in Chromium and an
+//! alert that fired land in `target/screenshots/`.
 
 use lvd_tests::*;
 
@@ -22,7 +22,7 @@ async fn a_new_user_signs_up_sets_a_rule_and_watches_events_arrive_live() {
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     eprintln!("{stdout}{stderr}");
     assert!(output.status.success(), "the browser scenario failed (see target/screenshots/failure.png)");
-    for shot in ["02-live-view.png", "03-invalid-event.png", "04-phone.png", "05-jobs.png", "06-report.png"] {
+    for shot in ["02-live-view.png", "03-invalid-event.png", "04-phone.png", "05-jobs.png", "06-report.png", "07-alerts.png", "08-alerts-phone.png"] {
         assert!(std::fs::metadata(shots.join(shot)).is_ok_and(|m| m.len() > 10_000), "{shot} was not saved");
     }
 }

@@ -1,7 +1,8 @@
 // Drives the dashboard page in Debian's headless Chromium as a new user:
 // sign up, read the code from MailDev, verify, create an app, add a rule,
 // send events through the API, and watch the counts and the invalid event
-// appear without reloading. Exits non-zero on the first failed expectation.
+// appear without reloading; then set an alert and watch it fire, edit,
+// delete and mute alerts. Exits non-zero on the first failed expectation.
 //   node dashboard.mjs <app url> <maildev url> <screenshot dir>
 import { createRequire } from "node:module";
 import assert from "node:assert/strict";
@@ -156,6 +157,68 @@ try {
   assert.equal(await reportPage.locator("svg rect").count() > 0, true, "the chart has bars");
   await reportPage.screenshot({ path: `${shots}/06-report.png`, fullPage: true });
   await reportPage.close();
+
+  // Alerts: a webhook at a private address is refused beside its field;
+  // then a violation_rate alert that the invalid checkout above trips (the
+  // worker checks a new alert at once, then every 15 s) shows its firing in
+  // the history without a reload.
+  await page.getByRole("button", { name: "Alerts", exact: true }).click();
+  await page.locator("#alerts-empty").waitFor();
+  const alertForm = page.locator("#alert-form");
+  await alertForm.getByLabel("Kind").selectOption("violation_rate");
+  await alertForm.getByLabel(/^Threshold/).fill("0");
+  await alertForm.getByLabel("Minimum events").fill("1");
+  await alertForm.getByLabel(/^Webhook URL/).fill("https://10.0.0.1/hook");
+  await alertForm.getByRole("button", { name: "Create alert" }).click();
+  await alertForm.locator('[data-error="webhook_url"]', { hasText: "private" }).waitFor();
+  assert.equal(await alertForm.getByLabel(/^Webhook URL/).getAttribute("aria-invalid"), "true");
+  await alertForm.getByLabel(/^Webhook URL/).fill("");
+  await alertForm.getByRole("button", { name: "Create alert" }).click();
+  const rateAlert = page.locator("#alert-list li.alert[data-kind=violation_rate]");
+  await rateAlert.waitFor();
+  assert.equal(await alertForm.locator('[data-error="webhook_url"]').textContent(), "", "the error is gone");
+  assert.equal(await page.locator("#secret-box").isVisible(), false, "no webhook, no secret");
+  await rateAlert.getByRole("button", { name: "History" }).click();
+  // One invalid of three judged events (the unplanned one is not judged).
+  const fired = rateAlert.locator(".history li", { hasText: "firing" });
+  await fired.waitFor({ timeout: 30000 });
+  assert.match(await fired.first().textContent(), /figure 33\.3% against threshold 0%/);
+  await rateAlert.locator(".alert-title .badge-firing", { hasText: "firing" }).waitFor({ timeout: 10000 });
+  await page.screenshot({ path: `${shots}/07-alerts.png`, fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  const alertsOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(alertsOverflow <= 1, `the alerts tab is ${alertsOverflow}px wider than a phone`);
+  await page.screenshot({ path: `${shots}/08-alerts-phone.png`, fullPage: true });
+  await page.setViewportSize({ width: 1200, height: 900 });
+
+  // With a webhook, the secret is shown once. (Checkout arrived minutes ago,
+  // so this alert stays ok and nothing is posted.)
+  await alertForm.getByLabel("Kind").selectOption("event_missing");
+  assert.equal(await alertForm.getByLabel(/^Threshold/).isVisible(), false, "event_missing takes no threshold");
+  await alertForm.getByLabel("Event", { exact: true }).fill("checkout");
+  await alertForm.getByLabel("Window").selectOption("1h");
+  await alertForm.getByLabel(/^Webhook URL/).fill("https://hooks.example.com/lvd");
+  await alertForm.getByRole("button", { name: "Create alert" }).click();
+  await page.locator("#secret-value", { hasText: /^whsec_[0-9a-f]{64}$/ }).waitFor();
+  assert.match(await page.locator("#secret-box").textContent(), /will not be shown again/);
+  const missing = page.locator("#alert-list li.alert[data-kind=event_missing]");
+  await missing.locator("dd", { hasText: "no event for 60 min" }).waitFor();
+
+  // Edit it inline, then delete it with a second click.
+  await missing.getByRole("button", { name: "Edit" }).click();
+  await missing.getByLabel("Window").selectOption("15m");
+  await missing.getByRole("button", { name: "Save changes" }).click();
+  await missing.locator("dd", { hasText: "no event for 15 min" }).waitFor();
+  await missing.getByRole("button", { name: "Delete" }).click();
+  await missing.getByRole("button", { name: "Click again to delete" }).click();
+  await missing.waitFor({ state: "detached" });
+
+  // Muted, the alert says so and goes back to ok.
+  await rateAlert.getByRole("button", { name: "Mute", exact: true }).click();
+  await rateAlert.locator(".alert-title .badge-muted").waitFor();
+  await rateAlert.getByRole("button", { name: "Unmute", exact: true }).waitFor();
+  await rateAlert.locator(".alert-title .badge-ok", { hasText: "ok" }).waitFor();
+  assert.match(await rateAlert.locator(".facts").textContent(), /no, muted/);
 
   // Sign out; a reload stays signed out (the refresh cookie was revoked).
   await page.getByRole("button", { name: "Sign out" }).click();

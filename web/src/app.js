@@ -206,18 +206,22 @@ function openApp(app) {
 
 function setView(view) {
   state.view = view;
-  for (const v of ["live", "rules", "jobs"]) {
+  for (const v of ["live", "rules", "jobs", "alerts"]) {
     $(v).hidden = view !== v;
     $(`tab-${v}`).setAttribute("aria-pressed", view === v);
   }
   stopJobPolling();
+  stopAlertPolling();
   if (view === "live") return startLive();
   stopStream();
-  if (view === "rules") loadRules(); else loadJobs();
+  if (view === "rules") loadRules();
+  else if (view === "jobs") loadJobs();
+  else openAlerts();
 }
 $("tab-live").addEventListener("click", () => setView("live"));
 $("tab-rules").addEventListener("click", () => setView("rules"));
 $("tab-jobs").addEventListener("click", () => setView("jobs"));
+$("tab-alerts").addEventListener("click", () => setView("alerts"));
 
 // ---------- live view ----------
 
@@ -533,5 +537,355 @@ $("job-form").addEventListener("submit", async (e) => {
   say(`${kind === "report" ? "Report" : "Export"} queued.`);
   await loadJobs();
 });
+
+// ---------- alerts ----------
+
+// Each alert is one card, built once and then updated in place by the poll,
+// so an open edit form (with the focus and what was typed in it), an open
+// history and a delete waiting for its second click all survive a refresh.
+// state.alertRows maps an alert's id to its card (see alertRow);
+// state.alertPoll is the refresh in flight: a refresh that finds another
+// started after it drops its answer, so an older list never overwrites a
+// newer one.
+
+const ALERT_POLL_MS = 3000;
+const pct = (v) => `${+(v * 100).toFixed(1)}%`;
+const secs = (v) => (v < 120 ? `${Math.round(v)} s` : v < 7200 ? `${Math.round(v / 60)} min` : `${+(v / 3600).toFixed(1)} h`);
+const KINDS = {
+  violation_rate: {
+    name: "Violation rate", figure: pct, event: true, threshold: true,
+    hint: "Fires when the share of judged events that were invalid over the window is above the threshold, once at least the minimum number of events were judged.",
+    rule: (a) => `more than ${pct(a.threshold)} invalid`,
+  },
+  volume_drop: {
+    name: "Volume drop", figure: pct, event: true, threshold: true,
+    hint: "Fires when the window's events fall below the threshold times the usual for that span (the day before), once the usual is at least the minimum number of events.",
+    rule: (a) => `below ${pct(a.threshold)} of the usual volume`,
+  },
+  event_missing: {
+    name: "Event missing", figure: secs, event: true, threshold: false,
+    hint: "Fires when the event has not arrived for the whole window. Name the event to watch.",
+    rule: (a) => `no event for ${secs(a.threshold)}`,
+  },
+  new_unplanned: {
+    name: "New unplanned event", figure: String, event: false, threshold: false,
+    hint: "Fires when an unplanned event name never sent before arrives, and resolves after a window with none.",
+    rule: () => "a name never seen before",
+  },
+};
+const kindOf = (kind) => KINDS[kind] || { name: kind, figure: String, event: true, threshold: true, hint: "", rule: (a) => `threshold ${a.threshold}` };
+const FIELD_NAMES = { kind: "Kind", event: "Event", window: "Window", threshold: "Threshold", min_events: "Minimum events", email: "Email", webhook_url: "Webhook URL", enabled: "Enabled" };
+let fieldsMade = 0;
+
+// A fresh copy of the alert fields, each error line tied to its input.
+function alertFields() {
+  const fields = $("alert-fields").content.cloneNode(true);
+  const prefix = `alert-fields-${++fieldsMade}`;
+  for (const p of fields.querySelectorAll("[data-error]")) {
+    const name = p.dataset.error;
+    p.id = `${prefix}-${name || "form"}-error`;
+    const input = name && fields.querySelector(`[name="${name}"]`);
+    if (input) input.setAttribute("aria-describedby", p.id);
+  }
+  return fields;
+}
+
+// Shows the fields a kind takes, and what it does.
+function fitKind(f) {
+  const kind = kindOf(f.kind.value);
+  for (const n of f.querySelectorAll(".uses-event")) n.hidden = !kind.event;
+  for (const n of f.querySelectorAll(".uses-threshold")) n.hidden = !kind.threshold;
+  f.event.placeholder = f.kind.value === "event_missing" ? "Required: the event to watch" : "Any event";
+  f.querySelector(".kind-hint").textContent = kind.hint;
+}
+
+// The body for a POST (no `current`) or for a PATCH of `current`: only the
+// fields the kind takes, blanks left to the server's defaults, and the
+// webhook only when it changed (a new URL gets a new secret).
+function alertBody(f, current) {
+  const kind = kindOf(f.kind.value);
+  const body = { kind: f.kind.value, window: f.window.value, email: f.email.checked };
+  const event = f.event.value.trim();
+  if (kind.event && event) body.event = event;
+  else if (kind.event && current && current.event) body.event = null;
+  if (kind.threshold) {
+    if (f.threshold.value !== "") body.threshold = Number(f.threshold.value);
+    if (f.min_events.value !== "") body.min_events = Number(f.min_events.value);
+  }
+  const url = f.webhook_url.value.trim();
+  if (!current ? url : url !== (current.webhook_url || "")) body.webhook_url = url || null;
+  return body;
+}
+
+// What the browser already knows is wrong (a number field holding text
+// has an empty value, which would silently mean "the default").
+function localAlertErrors(f) {
+  return ["threshold", "min_events"].filter((n) => f[n].validity.badInput).map((n) => ({ pointer: `/${n}`, message: "must be a number" }));
+}
+
+// A 422's errors beside their fields; anything else in the form's own
+// error line.
+function alertFormErrors(f, r) {
+  for (const p of f.querySelectorAll("[data-error]")) p.textContent = "";
+  for (const n of f.querySelectorAll("[aria-invalid]")) n.removeAttribute("aria-invalid");
+  if (!r) return;
+  const errors = r.errors || (r.data && r.data.errors) || [];
+  const rest = [];
+  for (const e of errors) {
+    const name = (e.pointer || "").replace(/^\//, "");
+    const slot = name && f.querySelector(`[data-error="${CSS.escape(name)}"]`);
+    const input = name && f.elements[name];
+    if (slot && input && !input.closest("[hidden]")) {
+      slot.textContent = `${FIELD_NAMES[name] || name} ${e.message}`;
+      input.setAttribute("aria-invalid", "true");
+    } else {
+      rest.push(`${e.pointer || "body"}: ${e.message}`);
+    }
+  }
+  const general = f.querySelector('[data-error=""]');
+  if (r.status === undefined) general.textContent = rest.length ? rest.join("; ") : "Check the fields marked above.";
+  else if (!errors.length) general.textContent = problemText(r);
+  else general.textContent = [rest.length ? rest.join("; ") : "", "Check the fields marked above."].join(" ").trim();
+  const first = f.querySelector("[aria-invalid]");
+  if (first) first.focus();
+}
+
+function setupAlertForm() {
+  const f = $("alert-form");
+  f.insertBefore(alertFields(), f.querySelector("button[type=submit]"));
+  f.kind.addEventListener("change", () => fitKind(f));
+  fitKind(f);
+}
+setupAlertForm();
+
+$("alert-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = e.target;
+  const local = localAlertErrors(f);
+  if (local.length) return alertFormErrors(f, { errors: local });
+  alertFormErrors(f);
+  const r = await api("POST", `/api/apps/${state.app.id}/alerts`, alertBody(f));
+  if (!r.ok) return alertFormErrors(f, r);
+  f.reset();
+  fitKind(f);
+  say(`Alert created: ${kindOf(r.data.kind).name}${r.data.event ? ` on ${r.data.event}` : ""}. It is checked every few seconds.`);
+  if (r.data.webhook_secret) showSecret(r.data.webhook_secret);
+  await loadAlerts();
+});
+
+function showSecret(secret) {
+  $("secret-value").textContent = secret;
+  $("secret-box").hidden = false;
+  $("copy-secret").focus();
+}
+$("copy-secret").addEventListener("click", () => copy($("secret-value").textContent, "Secret"));
+$("hide-secret").addEventListener("click", () => {
+  $("secret-box").hidden = true;
+  $("secret-value").textContent = "";
+});
+
+function openAlerts() {
+  if (state.alertApp !== state.app) {
+    state.alertApp = state.app;
+    state.alertRows = new Map();
+    $("alert-list").replaceChildren();
+  }
+  $("secret-box").hidden = true;
+  $("secret-value").textContent = "";
+  loadAlerts();
+}
+
+// Fetches the list and every open history, renders them, and comes back in
+// a few seconds while the tab stays open.
+async function loadAlerts() {
+  stopAlertPolling();
+  const app = state.app;
+  const token = {};
+  state.alertPoll = token;
+  const current = () => state.alertPoll === token && state.app === app && state.view === "alerts";
+  const r = await api("GET", `/api/apps/${app.id}/alerts?limit=50`);
+  if (!current()) return;
+  if (!r.ok) say(problemText(r));
+  else renderAlerts(r.data.items);
+  const open = [...state.alertRows.values()].filter((row) => row.historyOpen);
+  const histories = await Promise.all(open.map((row) => api("GET", `/api/apps/${app.id}/alerts/${row.alert.id}/history?limit=20`)));
+  if (!current()) return;
+  open.forEach((row, i) => renderHistory(row, histories[i]));
+  state.alertTimer = setTimeout(loadAlerts, ALERT_POLL_MS);
+}
+
+function stopAlertPolling() {
+  clearTimeout(state.alertTimer);
+  state.alertTimer = null;
+  state.alertPoll = null;
+}
+
+function renderAlerts(items) {
+  const list = $("alert-list");
+  const seen = new Set(items.map((a) => a.id));
+  for (const [id, row] of state.alertRows) {
+    if (!seen.has(id)) {
+      row.li.remove();
+      state.alertRows.delete(id);
+    }
+  }
+  items.forEach((alert, i) => {
+    let row = state.alertRows.get(alert.id);
+    if (!row) {
+      row = alertRow(alert);
+      state.alertRows.set(alert.id, row);
+    }
+    updateRow(row, alert);
+    // Only move what is out of place: moving a card would take the focus
+    // out of its edit form.
+    if (list.children[i] !== row.li) list.insertBefore(row.li, list.children[i] || null);
+  });
+  $("alerts-empty").hidden = items.length > 0;
+}
+
+// One alert's card: its summary, its actions, its edit form and history.
+function alertRow(alert) {
+  const row = { alert, historyOpen: false, armed: null };
+  const id = `alert-${alert.id}`;
+  row.badge = el("span", { class: "badge" });
+  row.muted = el("span", { class: "badge badge-muted" }, "muted");
+  row.title = el("strong", {});
+  row.facts = el("dl", { class: "facts" });
+  row.edit = el("button", { type: "button", "aria-expanded": "false", "aria-controls": `${id}-edit`, onclick: () => toggleEdit(row) }, "Edit");
+  row.mute = el("button", { type: "button", onclick: () => toggleMute(row) });
+  row.historyButton = el("button", { type: "button", "aria-expanded": "false", "aria-controls": `${id}-history`, onclick: () => toggleHistory(row) }, "History");
+  row.del = el("button", { type: "button", class: "danger", onclick: () => deleteAlert(row) }, "Delete");
+  row.form = el("form", { id: `${id}-edit`, class: "alert-edit", novalidate: "" });
+  row.form.hidden = true;
+  row.form.append(
+    alertFields(),
+    el("p", { class: "actions" }, el("button", { type: "submit" }, "Save changes"), el("button", { type: "button", onclick: () => closeEdit(row) }, "Cancel")),
+  );
+  row.form.kind.addEventListener("change", () => fitKind(row.form));
+  row.form.addEventListener("submit", (e) => { e.preventDefault(); saveAlert(row); });
+  row.historyList = el("ol", { class: "history" });
+  row.historyEmpty = el("p", { class: "empty" }, "No firings yet.");
+  row.history = el("div", { id: `${id}-history`, class: "history-box" }, el("h4", {}, "History"), row.historyEmpty, row.historyList);
+  row.history.hidden = true;
+  row.actions = el("p", { class: "actions", role: "group" }, row.edit, row.mute, row.historyButton, row.del);
+  row.li = el("li", { class: "card alert", "data-alert": alert.id },
+    el("p", { class: "alert-title" }, row.badge, " ", row.muted, " ", row.title),
+    row.facts, row.actions, row.form, row.history);
+  return row;
+}
+
+function updateRow(row, a) {
+  row.alert = a;
+  const kind = kindOf(a.kind);
+  row.li.dataset.kind = a.kind;
+  row.li.classList.toggle("firing", a.enabled && a.state === "firing");
+  row.badge.textContent = a.state;
+  row.badge.className = `badge badge-${a.state === "firing" ? "firing" : "ok"}`;
+  row.muted.hidden = a.enabled;
+  row.title.textContent = `${kind.name} · ${a.event ?? (kind.event ? "all events" : "every event name")}`;
+  row.actions.setAttribute("aria-label", `${kind.name} alert on ${a.event ?? "all events"}`);
+  const fact = (term, ...value) => el("div", {}, el("dt", {}, term), el("dd", {}, ...value));
+  const told = [a.email ? "email" : "", a.webhook_url ? "webhook" : ""].filter(Boolean).join(" and ") || "no one";
+  row.facts.replaceChildren(
+    fact("Fires on", kind.rule(a)),
+    fact("Window", a.window),
+    ...(a.min_events === null ? [] : [fact("Minimum events", a.min_events)]),
+    fact("Last figure", a.value === null ? "not checked yet" : kind.figure(a.value)),
+    fact("Checked", fmtTime(a.evaluated_at)),
+    fact("Tells", told),
+    fact("Enabled", a.enabled ? "yes" : "no, muted"),
+  );
+  row.mute.textContent = a.enabled ? "Mute" : "Unmute";
+}
+
+function toggleEdit(row) {
+  if (!row.form.hidden) return closeEdit(row);
+  const f = row.form;
+  const a = row.alert;
+  const kind = kindOf(a.kind);
+  f.kind.value = a.kind;
+  f.event.value = a.event ?? "";
+  f.window.value = a.window;
+  f.threshold.value = kind.threshold ? a.threshold : "";
+  f.min_events.value = a.min_events ?? "";
+  f.email.checked = a.email;
+  f.webhook_url.value = a.webhook_url ?? "";
+  fitKind(f);
+  alertFormErrors(f);
+  f.hidden = false;
+  row.edit.setAttribute("aria-expanded", "true");
+  f.kind.focus();
+}
+
+function closeEdit(row) {
+  row.form.hidden = true;
+  row.edit.setAttribute("aria-expanded", "false");
+  row.edit.focus();
+}
+
+async function saveAlert(row) {
+  const f = row.form;
+  const local = localAlertErrors(f);
+  if (local.length) return alertFormErrors(f, { errors: local });
+  alertFormErrors(f);
+  const r = await api("PATCH", `/api/apps/${state.app.id}/alerts/${row.alert.id}`, alertBody(f, row.alert));
+  if (!r.ok) return alertFormErrors(f, r);
+  updateRow(row, r.data);
+  closeEdit(row);
+  say("Alert saved. It starts again from ok and is checked afresh.");
+  if (r.data.webhook_secret) showSecret(r.data.webhook_secret);
+  await loadAlerts();
+}
+
+async function toggleMute(row) {
+  const r = await api("PATCH", `/api/apps/${state.app.id}/alerts/${row.alert.id}`, { enabled: !row.alert.enabled });
+  if (!r.ok) return say(problemText(r));
+  updateRow(row, r.data);
+  say(r.data.enabled ? "Alert unmuted." : "Alert muted: it will not fire or notify until you unmute it.");
+  await loadAlerts();
+}
+
+async function toggleHistory(row) {
+  row.historyOpen = !row.historyOpen;
+  row.history.hidden = !row.historyOpen;
+  row.historyButton.setAttribute("aria-expanded", row.historyOpen);
+  if (row.historyOpen) renderHistory(row, await api("GET", `/api/apps/${state.app.id}/alerts/${row.alert.id}/history?limit=20`));
+}
+
+function renderHistory(row, r) {
+  if (!r.ok) {
+    row.historyEmpty.textContent = problemText(r);
+    row.historyEmpty.hidden = false;
+    return;
+  }
+  const kind = kindOf(row.alert.kind);
+  row.historyEmpty.textContent = "No firings yet.";
+  row.historyEmpty.hidden = r.data.items.length > 0;
+  row.historyList.replaceChildren(...r.data.items.map((h) => el("li", { class: `history-item ${h.state}` },
+    el("span", { class: `badge badge-${h.state === "firing" ? "firing" : "ok"}` }, h.state), " ",
+    el("time", { datetime: h.at }, fmtTime(h.at)), " ",
+    el("span", { class: "figure" }, `figure ${kind.figure(h.value)} against threshold ${kind.figure(h.threshold)}`),
+    ...(h.events && h.events.length ? [" ", el("span", { class: "muted" }, `new: ${h.events.join(", ")}`)] : []),
+  )));
+}
+
+// Two clicks, the second within five seconds, rather than a dialog.
+async function deleteAlert(row) {
+  if (!row.armed) {
+    row.del.textContent = "Click again to delete";
+    row.armed = setTimeout(() => { row.armed = null; row.del.textContent = "Delete"; }, 5000);
+    return;
+  }
+  clearTimeout(row.armed);
+  row.armed = null;
+  row.del.textContent = "Delete";
+  const r = await api("DELETE", `/api/apps/${state.app.id}/alerts/${row.alert.id}`);
+  if (!r.ok && r.status !== 404) return say(problemText(r));
+  row.li.remove();
+  state.alertRows.delete(row.alert.id);
+  say("Alert deleted with its history.");
+  $("alerts-title").focus();
+  await loadAlerts();
+}
 
 start();
