@@ -283,16 +283,13 @@ async fn each_kind_fires_and_resolves_by_email_and_a_signed_webhook_within_a_min
     assert_eq!((&body["state"], &body["kind"], &body["value"], &body["threshold"]), (&json!("firing"), &json!("violation_rate"), &json!(0.6), &json!(0.5)));
     assert_eq!(body["app"], app_id);
     assert!(mail.subject.contains("FIRING") && mail.text.contains("0.6") && mail.text.contains(&format!("#app={app_id}")), "{}\n{}", mail.subject, mail.text);
-    let deliveries: Vec<Option<i32>> = app
-        .db
-        .client()
-        .await
-        .query("SELECT http_status FROM alert_deliveries ORDER BY attempt", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    // The worker records the attempt the receiver just answered, then commits.
+    let db = app.db.client().await;
+    let deliveries: Vec<Option<i32>> = eventually(Duration::from_secs(10), "both attempts recorded", || async {
+        let rows = db.query("SELECT http_status FROM alert_deliveries ORDER BY attempt", &[]).await.unwrap();
+        (rows.len() >= 2).then(|| rows.iter().map(|r| r.get(0)).collect())
+    })
+    .await;
     assert_eq!(deliveries, [Some(500), Some(200)], "the failed attempt, then the retry");
     ingest_many(&app, &key, "pay", json!({"amount": 2}), 10).await;
     let (body, mail) = notified(&smtp, &receiver, owner, &alert, (2, mails + 1), Instant::now()).await;
@@ -407,8 +404,12 @@ async fn a_worker_killed_between_deciding_and_sending_still_notifies_once() {
 
     let _next = worker(&app, &smtp, &[]).await;
     notified(&smtp, &receiver, owner, &alert, (1, 1), Instant::now()).await;
-    let sent: i64 = db.query_one("SELECT count(*) FROM alert_notifications WHERE status = 'sent'", &[]).await.unwrap().get(0);
-    assert_eq!(sent, 2);
+    // Marked sent once handed over, in the transaction that held it.
+    eventually(Duration::from_secs(10), "both notifications marked sent", || async {
+        let sent: i64 = db.query_one("SELECT count(*) FROM alert_notifications WHERE status = 'sent'", &[]).await.unwrap().get(0);
+        (sent == 2).then_some(())
+    })
+    .await;
     let changes: i64 = db.query_one("SELECT count(*) FROM alert_changes", &[]).await.unwrap().get(0);
     assert_eq!(changes, 1, "the restarted evaluation did not decide it again");
     assert_eq!((smtp.to(owner).await.len(), receiver.received().len()), (1, 1));

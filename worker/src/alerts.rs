@@ -70,12 +70,12 @@ pub async fn run(alerts: std::sync::Arc<Alerts>, mut stop: tokio::sync::watch::R
         if db.as_ref().is_none_or(PgDb::is_closed) {
             db = PgDb::connect(&alerts.database_url).await.map_err(|e| tracing::warn!("alerts: no database: {}", chain(&e))).ok();
         }
-        if let Some(conn) = &db {
-            if let Err(e) = round(&alerts, conn, rounds).await {
-                tracing::warn!("alerts: {e:#}");
-                // Whatever the transaction held is given back.
-                let _ = conn.batch("ROLLBACK").await;
-            }
+        if let Some(conn) = &db
+            && let Err(e) = round(&alerts, conn, rounds).await
+        {
+            tracing::warn!("alerts: {e:#}");
+            // Whatever the transaction held is given back.
+            let _ = conn.batch("ROLLBACK").await;
         }
         rounds += 1;
         tokio::select! {
@@ -92,7 +92,7 @@ async fn round(a: &Alerts, db: &PgDb, rounds: u64) -> Result<()> {
             break;
         }
     }
-    if rounds % 3600 == 0 {
+    if rounds.is_multiple_of(3600) {
         let pruned = store::prune(db, HISTORY_DAYS).await?;
         if pruned > 0 {
             tracing::info!(pruned, "alert history pruned");
@@ -109,11 +109,11 @@ async fn evaluate(a: &Alerts, db: &PgDb) -> Result<usize> {
     let mut figures: HashMap<Uuid, Figures> = HashMap::new();
     let mut changes = Vec::new();
     for alert in &due {
-        if !figures.contains_key(&alert.app_id) {
-            let f = eval::figures(&a.redis, alert.app_id, now).await.context("reading an app's counters")?;
-            figures.insert(alert.app_id, f);
-        }
-        let (holds, value, names) = judge(db, alert, &figures[&alert.app_id]).await?;
+        let f = match figures.entry(alert.app_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(eval::figures(&a.redis, alert.app_id, now).await.context("reading an app's counters")?),
+        };
+        let (holds, value, names) = judge(db, alert, f).await?;
         let changed = (holds != alert.firing).then_some(names.as_deref());
         if let Some(id) = store::record(db, alert, value, changed, a.interval.as_millis() as i64).await? {
             changes.push((id, alert.id, if holds { "firing" } else { "resolved" }));
