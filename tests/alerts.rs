@@ -355,17 +355,25 @@ async fn each_kind_fires_and_resolves_by_email_and_a_signed_webhook_within_a_min
     assert_eq!(smtp.to(owner).await.len(), mails, "one mail per change");
 }
 
+/// An app whose every event breaks its rule, with a violation-rate alert
+/// mailing its owner and posting to a receiver: it fires at its next
+/// evaluation.
+async fn breaking_shop(app: &TestApp, token: &str) -> (TestReceiver, Value) {
+    let receiver = TestReceiver::start(ALLOWED).await;
+    let (app_id, key) = app.create_app(token, "Shop").await;
+    app.put_rule(token, &app_id, "pay", json!({"required": ["amount"]})).await;
+    let alert = create_alert(app, token, &app_id, json!({"kind": "violation_rate", "threshold": 0.5, "min_events": 1, "webhook_url": format!("{}/hook", receiver.url)})).await;
+    ingest_many(app, &key, "pay", json!({}), 3).await;
+    (receiver, alert)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_workers_send_one_notification_per_change() {
     let (app, smtp) = product().await;
     let workers = [worker(&app, &smtp, &[]).await, worker(&app, &smtp, &[]).await];
     let owner = "owner@alerts.example";
     let token = app.signed_in(owner).await;
-    let receiver = TestReceiver::start(ALLOWED).await;
-    let (app_id, key) = app.create_app(&token, "Shop").await;
-    app.put_rule(&token, &app_id, "pay", json!({"required": ["amount"]})).await;
-    let alert = create_alert(&app, &token, &app_id, json!({"kind": "violation_rate", "threshold": 0.5, "min_events": 1, "webhook_url": format!("{}/hook", receiver.url)})).await;
-    ingest_many(&app, &key, "pay", json!({}), 3).await;
+    let (receiver, alert) = breaking_shop(&app, &token).await;
     notified(&smtp, &receiver, owner, &alert, (1, 1), Instant::now()).await;
     // Both workers go on evaluating it for a while: nothing more is sent.
     let evaluations = async || {
@@ -390,11 +398,7 @@ async fn a_worker_killed_between_deciding_and_sending_still_notifies_once() {
     let mut doomed = worker(&app, &smtp, &[("LVD_WORKER_FAILPOINT", "alert_decided")]).await;
     let owner = "owner@alerts.example";
     let token = app.signed_in(owner).await;
-    let receiver = TestReceiver::start(ALLOWED).await;
-    let (app_id, key) = app.create_app(&token, "Shop").await;
-    app.put_rule(&token, &app_id, "pay", json!({"required": ["amount"]})).await;
-    let alert = create_alert(&app, &token, &app_id, json!({"kind": "violation_rate", "threshold": 0.5, "min_events": 1, "webhook_url": format!("{}/hook", receiver.url)})).await;
-    ingest_many(&app, &key, "pay", json!({}), 3).await;
+    let (receiver, alert) = breaking_shop(&app, &token).await;
     let status = tokio::time::timeout(Duration::from_secs(30), doomed.child.wait()).await.expect("the worker aborts after deciding").unwrap();
     assert!(!status.success());
     let db = app.db.client().await;
