@@ -6,8 +6,8 @@
 //!    app), and records its figure, its state, when it is next due and —
 //!    when the state changed — the change and its notifications, all in one
 //!    transaction; then
-//! 2. sends the pending notifications one at a time, each under its own
-//!    row lock: an email onto the email queue, a webhook through the
+//! 2. sends the pending notifications, each under its own row lock (mail
+//!    and webhooks by separate tasks, webhooks by several at once): an email onto the email queue, a webhook through the
 //!    guarded [`Sender`], every attempt recorded, retried with backoff until
 //!    a 2xx or [`MAX_WEBHOOK_ATTEMPTS`].
 //!
@@ -29,7 +29,9 @@ use lvd::db::CopyIn;
 use lvd::db::postgres::PgDb;
 use lvd::queues::{EmailJob, enqueue_email};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::kv::WorkerRedis;
@@ -38,8 +40,10 @@ use crate::webhook::Sender;
 
 /// Alerts locked and judged per transaction.
 const BATCH: i64 = 50;
-/// Notifications sent per tick, at most.
+/// Notifications one sender sends per tick, at most.
 const SENDS_PER_TICK: usize = 50;
+/// Tasks sending webhooks at once (mail has its own).
+const WEBHOOK_SENDERS: usize = 4;
 /// Days of alert history kept.
 const HISTORY_DAYS: i64 = 90;
 
@@ -58,20 +62,49 @@ pub struct Alerts {
     pub crash_after_deciding: bool,
 }
 
-/// Evaluates and notifies until `stop`.
-pub async fn run(alerts: std::sync::Arc<Alerts>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let tick = (alerts.interval / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+/// Evaluates and notifies until `stop`: one task evaluates, one sends
+/// mail, and [`WEBHOOK_SENDERS`] send webhooks, each with its own
+/// connection, so a receiver that takes its 5 s delays neither the mail nor
+/// more than one sender's share of other apps' webhooks.
+pub async fn run(alerts: Arc<Alerts>, stop: watch::Receiver<bool>) {
+    let mut tasks = vec![tokio::spawn(every_tick(alerts.clone(), stop.clone(), async |a: &Alerts, db: &PgDb, rounds: u64| {
+        while evaluate(a, db).await? == BATCH as usize {}
+        if rounds.is_multiple_of(3600) {
+            let pruned = store::prune(db, HISTORY_DAYS).await?;
+            if pruned > 0 {
+                tracing::info!(pruned, "alert history pruned");
+            }
+        }
+        Ok(())
+    }))];
+    let channels = std::iter::once("email").chain(std::iter::repeat_n("webhook", WEBHOOK_SENDERS));
+    for channel in channels {
+        tasks.push(tokio::spawn(every_tick(alerts.clone(), stop.clone(), async move |a: &Alerts, db: &PgDb, _| {
+            for _ in 0..SENDS_PER_TICK {
+                if !send_next(a, db, channel).await? {
+                    break;
+                }
+            }
+            Ok(())
+        })));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// Runs `step` every tick (a quarter of the interval, at most a second) on
+/// a connection of its own, until `stop`.
+async fn every_tick(a: Arc<Alerts>, mut stop: watch::Receiver<bool>, mut step: impl AsyncFnMut(&Alerts, &PgDb, u64) -> Result<()>) {
+    let tick = (a.interval / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut db: Option<PgDb> = None;
     let mut rounds: u64 = 0;
-    loop {
-        if *stop.borrow() {
-            return;
-        }
+    while !*stop.borrow() {
         if db.as_ref().is_none_or(PgDb::is_closed) {
-            db = PgDb::connect(&alerts.database_url).await.map_err(|e| tracing::warn!("alerts: no database: {}", chain(&e))).ok();
+            db = PgDb::connect(&a.database_url).await.map_err(|e| tracing::warn!("alerts: no database: {}", chain(&e))).ok();
         }
         if let Some(conn) = &db
-            && let Err(e) = round(&alerts, conn, rounds).await
+            && let Err(e) = step(&a, conn, rounds).await
         {
             tracing::warn!("alerts: {e:#}");
             // Whatever the transaction held is given back.
@@ -83,22 +116,6 @@ pub async fn run(alerts: std::sync::Arc<Alerts>, mut stop: tokio::sync::watch::R
             _ = stop.changed() => {}
         }
     }
-}
-
-async fn round(a: &Alerts, db: &PgDb, rounds: u64) -> Result<()> {
-    while evaluate(a, db).await? == BATCH as usize {}
-    for _ in 0..SENDS_PER_TICK {
-        if !send_next(a, db).await? {
-            break;
-        }
-    }
-    if rounds.is_multiple_of(3600) {
-        let pruned = store::prune(db, HISTORY_DAYS).await?;
-        if pruned > 0 {
-            tracing::info!(pruned, "alert history pruned");
-        }
-    }
-    Ok(())
 }
 
 /// Judges one batch of due alerts in one transaction; returns how many.
@@ -150,10 +167,11 @@ async fn judge(db: &PgDb, alert: &Due, figures: &Figures) -> Result<(bool, f64, 
     Ok((!new.is_empty(), new.len() as f64, Some(new)))
 }
 
-/// Sends the next due notification, if any; returns whether there was one.
-async fn send_next(a: &Alerts, db: &PgDb) -> Result<bool> {
+/// Sends the next due notification of `channel`, if any; returns whether
+/// there was one.
+async fn send_next(a: &Alerts, db: &PgDb, channel: &str) -> Result<bool> {
     db.batch("BEGIN").await?;
-    let Some(p) = store::next_notification(db).await? else {
+    let Some(p) = store::next_notification(db, channel).await? else {
         db.batch("COMMIT").await?;
         return Ok(false);
     };

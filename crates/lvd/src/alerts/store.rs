@@ -376,10 +376,10 @@ pub struct Pending {
     pub webhook_secret: Option<String>,
 }
 
-/// Locks the next notification that is due, skipping those another worker
-/// holds. Run inside a transaction, which the caller ends with one of
-/// [`sent`], [`retry`] or [`failed`].
-pub async fn next_notification(db: &impl Db) -> Result<Option<Pending>, DbError> {
+/// Locks the next notification of `channel` that is due, skipping those
+/// another sender holds. Run inside a transaction, which the caller ends
+/// with one of [`sent`], [`retry`] or [`failed`].
+pub async fn next_notification(db: &impl Db, channel: &str) -> Result<Option<Pending>, DbError> {
     let rows = db
         .query(
             &format!(
@@ -387,9 +387,9 @@ pub async fn next_notification(db: &impl Db) -> Result<Option<Pending>, DbError>
                    a.webhook_url, a.webhook_secret \
                  FROM alert_notifications n JOIN alert_changes c ON c.id = n.change_id JOIN alerts a ON a.id = c.alert_id \
                    JOIN apps ap ON ap.id = a.app_id JOIN users u ON u.id = a.user_id \
-                 WHERE n.status = 'pending' AND n.due_at <= now() ORDER BY n.due_at LIMIT 1 FOR UPDATE OF n SKIP LOCKED"
+                 WHERE n.status = 'pending' AND n.channel = $1 AND n.due_at <= now() ORDER BY n.due_at LIMIT 1 FOR UPDATE OF n SKIP LOCKED"
             ),
-            &[],
+            &[channel.into()],
         )
         .await?;
     let Some(r) = rows.first() else { return Ok(None) };
