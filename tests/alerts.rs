@@ -418,3 +418,35 @@ async fn a_worker_killed_between_deciding_and_sending_still_notifies_once() {
     assert_eq!(changes, 1, "the restarted evaluation did not decide it again");
     assert_eq!((smtp.to(owner).await.len(), receiver.received().len()), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_apps_silent_receiver_holds_up_no_other_apps_webhooks() {
+    let (app, smtp) = product().await;
+    let _worker = worker(&app, &smtp, &[]).await;
+    let token = app.signed_in("owner@alerts.example").await;
+    // Takes connections and never answers: each attempt costs a sender its 5 s.
+    let silent = tokio::net::TcpListener::bind((ALLOWED, 0)).await.unwrap();
+    let silent_url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let held: std::sync::Arc<std::sync::Mutex<Vec<tokio::net::TcpStream>>> = Default::default();
+    let holder = held.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = silent.accept().await {
+            holder.lock().unwrap().push(stream);
+        }
+    });
+    let (slow, key) = app.create_app(&token, "Slow").await;
+    app.put_rule(&token, &slow, "pay", json!({"required": ["amount"]})).await;
+    for _ in 0..5 {
+        create_alert(&app, &token, &slow, json!({"kind": "violation_rate", "min_events": 1, "email": false, "webhook_url": silent_url})).await;
+    }
+    ingest_many(&app, &key, "pay", json!({}), 1).await;
+    eventually(Duration::from_secs(30), "a sender waiting on the silent receiver", || async { (!held.lock().unwrap().is_empty()).then_some(()) }).await;
+
+    // Another app's alert fires now: a free sender takes it at once.
+    let (receiver, alert) = breaking_shop(&app, &token).await;
+    let (id, secret) = (alert["id"].as_str().unwrap(), alert["webhook_secret"].as_str().unwrap());
+    eventually(Duration::from_secs(30), "the other app's webhook", || async { (!webhooks(&receiver, id, secret).is_empty()).then_some(()) }).await;
+    let timed_out: i64 = app.db.client().await.query_one("SELECT count(*) FROM alert_deliveries WHERE error IS NOT NULL", &[]).await.unwrap().get(0);
+    assert_eq!(timed_out, 0, "the other app's webhook went out before any of the silent receiver's attempts ended");
+    assert_eq!(held.lock().unwrap().len(), 1, "one sender at a time waits on the silent app; the other four notifications wait their turn");
+}

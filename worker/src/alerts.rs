@@ -28,7 +28,7 @@ use lvd::cause::chain;
 use lvd::db::CopyIn;
 use lvd::db::postgres::PgDb;
 use lvd::queues::{EmailJob, enqueue_email};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -56,6 +56,10 @@ pub struct Alerts {
     pub sender: Sender,
     /// The page's address, for the link in mail.
     pub public_url: String,
+    /// Apps whose webhook a sender of this worker is waiting on: the other
+    /// senders pass them over, so one app's slow receiver holds at most one
+    /// sender.
+    pub sending: std::sync::Mutex<HashSet<Uuid>>,
     /// Test hook (`LVD_WORKER_FAILPOINT=alert_decided`): the process aborts
     /// right after committing a change, before sending anything, as a
     /// crash there would.
@@ -64,8 +68,8 @@ pub struct Alerts {
 
 /// Evaluates and notifies until `stop`: one task evaluates, one sends
 /// mail, and [`WEBHOOK_SENDERS`] send webhooks, each with its own
-/// connection, so a receiver that takes its 5 s delays neither the mail nor
-/// more than one sender's share of other apps' webhooks.
+/// connection; a sender passes over the apps another is waiting on, so a
+/// receiver that takes its 5 s holds up no mail and no other app.
 pub async fn run(alerts: Arc<Alerts>, stop: watch::Receiver<bool>) {
     let mut tasks = vec![tokio::spawn(every_tick(alerts.clone(), stop.clone(), async |a: &Alerts, db: &PgDb, rounds: u64| {
         while evaluate(a, db).await? == BATCH as usize {}
@@ -171,10 +175,12 @@ async fn judge(db: &PgDb, alert: &Due, figures: &Figures) -> Result<(bool, f64, 
 /// there was one.
 async fn send_next(a: &Alerts, db: &PgDb, channel: &str) -> Result<bool> {
     db.batch("BEGIN").await?;
-    let Some(p) = store::next_notification(db, channel).await? else {
+    let skip: Vec<Uuid> = a.sending.lock().expect("never poisoned").iter().copied().collect();
+    let Some(p) = store::next_notification(db, channel, &skip).await? else {
         db.batch("COMMIT").await?;
         return Ok(false);
     };
+    let _waiting = (channel == "webhook").then(|| Waiting::on(&a.sending, p.app));
     let attempt = p.attempts + 1;
     let outcome = match p.channel.as_str() {
         "email" => match enqueue_email(&a.redis, &mail(a, &p)).await {
@@ -192,6 +198,22 @@ async fn send_next(a: &Alerts, db: &PgDb, channel: &str) -> Result<bool> {
     db.batch("COMMIT").await?;
     a.metrics.alert_notifications.with_label_values(&[&p.channel, outcome]).inc();
     Ok(true)
+}
+
+/// An app marked as having a webhook in flight, until dropped.
+struct Waiting<'a>(&'a std::sync::Mutex<HashSet<Uuid>>, Uuid);
+
+impl<'a> Waiting<'a> {
+    fn on(set: &'a std::sync::Mutex<HashSet<Uuid>>, app: Uuid) -> Self {
+        set.lock().expect("never poisoned").insert(app);
+        Self(set, app)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("never poisoned").remove(&self.1);
+    }
 }
 
 /// One webhook delivery attempt, recorded; returns the outcome.

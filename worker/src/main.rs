@@ -181,6 +181,7 @@ async fn run(args: RunArgs) -> Result<()> {
         metrics: metrics.clone(),
         sender: lvd_worker::webhook::Sender::new(lvd::webhook::AllowList::parse(&args.alert_webhook_allow_hosts))?,
         public_url: args.public_url.clone(),
+        sending: Default::default(),
         crash_after_deciding: args.failpoint == "alert_decided",
     });
     tokio::spawn(lvd_worker::alerts::run(alerts, rx.clone()));

@@ -377,9 +377,11 @@ pub struct Pending {
 }
 
 /// Locks the next notification of `channel` that is due, skipping those
-/// another sender holds. Run inside a transaction, which the caller ends
+/// another sender holds and those of the apps in `skip` (apps a sender is
+/// already waiting on). Run inside a transaction, which the caller ends
 /// with one of [`sent`], [`retry`] or [`failed`].
-pub async fn next_notification(db: &impl Db, channel: &str) -> Result<Option<Pending>, DbError> {
+pub async fn next_notification(db: &impl Db, channel: &str, skip: &[Uuid]) -> Result<Option<Pending>, DbError> {
+    let skip = skip.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
     let rows = db
         .query(
             &format!(
@@ -387,9 +389,11 @@ pub async fn next_notification(db: &impl Db, channel: &str) -> Result<Option<Pen
                    a.webhook_url, a.webhook_secret \
                  FROM alert_notifications n JOIN alert_changes c ON c.id = n.change_id JOIN alerts a ON a.id = c.alert_id \
                    JOIN apps ap ON ap.id = a.app_id JOIN users u ON u.id = a.user_id \
-                 WHERE n.status = 'pending' AND n.channel = $1 AND n.due_at <= now() ORDER BY n.due_at LIMIT 1 FOR UPDATE OF n SKIP LOCKED"
+                 WHERE n.status = 'pending' AND n.channel = $1 AND n.due_at <= now() \
+                   AND NOT (a.app_id::text = ANY (string_to_array($2, ','))) \
+                 ORDER BY n.due_at LIMIT 1 FOR UPDATE OF n SKIP LOCKED"
             ),
-            &[channel.into()],
+            &[channel.into(), skip.into()],
         )
         .await?;
     let Some(r) = rows.first() else { return Ok(None) };
