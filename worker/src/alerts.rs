@@ -60,6 +60,8 @@ pub struct Alerts {
     /// senders pass them over, so one app's slow receiver holds at most one
     /// sender.
     pub sending: std::sync::Mutex<HashSet<Uuid>>,
+    /// Held by the sender choosing its next notification.
+    pub picking: tokio::sync::Mutex<()>,
     /// Test hook (`LVD_WORKER_FAILPOINT=alert_decided`): the process aborts
     /// right after committing a change, before sending anything, as a
     /// crash there would.
@@ -175,12 +177,17 @@ async fn judge(db: &PgDb, alert: &Due, figures: &Figures) -> Result<(bool, f64, 
 /// there was one.
 async fn send_next(a: &Alerts, db: &PgDb, channel: &str) -> Result<bool> {
     db.batch("BEGIN").await?;
+    // One sender picks at a time, so two cannot both take the same app
+    // between reading the set and marking it.
+    let turn = a.picking.lock().await;
     let skip: Vec<Uuid> = a.sending.lock().expect("never poisoned").iter().copied().collect();
     let Some(p) = store::next_notification(db, channel, &skip).await? else {
+        drop(turn);
         db.batch("COMMIT").await?;
         return Ok(false);
     };
     let _waiting = (channel == "webhook").then(|| Waiting::on(&a.sending, p.app));
+    drop(turn);
     let attempt = p.attempts + 1;
     let outcome = match p.channel.as_str() {
         "email" => match enqueue_email(&a.redis, &mail(a, &p)).await {

@@ -182,6 +182,7 @@ async fn run(args: RunArgs) -> Result<()> {
         sender: lvd_worker::webhook::Sender::new(lvd::webhook::AllowList::parse(&args.alert_webhook_allow_hosts))?,
         public_url: args.public_url.clone(),
         sending: Default::default(),
+        picking: Default::default(),
         crash_after_deciding: args.failpoint == "alert_decided",
     });
     tokio::spawn(lvd_worker::alerts::run(alerts, rx.clone()));
