@@ -16,8 +16,10 @@
 //! [`Hasher`] seam the account service hashes through, [`InProcess`], the
 //! wire format the component writes ([`request_body`], [`read_reply`]) and
 //! what the worker answers ([`answer`]). The worker bounds what it will
-//! compute: a password of the allowed length, and PHC parameters no larger
-//! than [`MAX_MEMORY_KIB`], [`MAX_TIME`], [`MAX_LANES`].
+//! compute: a password of the allowed length, and a stored hash that is
+//! either Argon2 with parameters no larger than [`MAX_MEMORY_KIB`],
+//! [`MAX_TIME`], [`MAX_LANES`], or a Werkzeug hash of an imported account
+//! within [`password`]'s bounds ([`password::is_werkzeug`]).
 
 use argon2::password_hash::PasswordHash;
 use serde::{Deserialize, Serialize};
@@ -45,7 +47,8 @@ pub const MAX_LANES: u32 = 8;
 pub trait Hasher {
     /// A PHC string of `password` with a fresh salt.
     async fn hash(&self, password: &Password) -> String;
-    /// Whether `password` matches the stored PHC string `phc`.
+    /// Whether `password` matches the stored hash `phc`: a PHC string, or
+    /// a Werkzeug hash of an imported account (see [`password::verify`]).
     async fn verify(&self, password: &Password, phc: &str) -> bool;
 }
 
@@ -110,8 +113,8 @@ pub fn read_reply(path: &str, body: &[u8]) -> Option<Reply> {
 pub enum Refusal {
     /// 400: not a request of this exchange.
     Malformed,
-    /// 422: a password of the wrong length, or a stored hash that is not
-    /// Argon2 or costs more than the bounds.
+    /// 422: a password of the wrong length, or a stored hash that is
+    /// neither Argon2 nor Werkzeug within the bounds.
     Unprocessable,
 }
 
@@ -142,8 +145,12 @@ pub fn answer(path: &str, body: &[u8]) -> Result<Vec<u8>, Refusal> {
     Ok(serde_json::to_vec(&answer).expect("an answer serializes"))
 }
 
-/// Whether `phc` is an Argon2 hash whose cost is within the worker's bounds.
+/// Whether `phc` is an Argon2 hash whose cost is within the worker's
+/// bounds, or a Werkzeug hash within [`password`]'s.
 fn within_bounds(phc: &str) -> bool {
+    if password::is_werkzeug(phc) {
+        return true;
+    }
     let Ok(parsed) = PasswordHash::new(phc) else { return false };
     let Ok(params) = argon2::Params::try_from(&parsed) else { return false };
     params.m_cost() <= MAX_MEMORY_KIB && params.t_cost() <= MAX_TIME && params.p_cost() <= MAX_LANES
@@ -172,6 +179,23 @@ mod tests {
         }
     }
 
+    /// Made by Werkzeug 3.1.8: `generate_password_hash("correct horse battery", method="scrypt:1024:8:1")`
+    /// (`password`'s tests hold more).
+    const WERKZEUG_SCRYPT: &str = "scrypt:1024:8:1$ac8fjDBFtK306AtB$811abe6243af81f5b26bcf95a736e6482b4b58f57140235aa0887e275cd3c8c9\
+                                   92fd59e5aa12887d0d565c854c2f1eda416f7a4befdcefc5ab8ba871a27345a5";
+
+    #[test]
+    fn the_worker_verifies_a_werkzeug_hash_within_the_bounds() {
+        for (guess, expected) in [("correct horse battery", true), ("wrong horse battery!", false)] {
+            let (path, body) = request_body(&pw(guess), Some(WERKZEUG_SCRYPT));
+            let Some(Reply::Verified(ok)) = read_reply(path, &answer(path, &body).unwrap()) else { panic!("no verdict") };
+            assert_eq!(ok, expected, "{guess}");
+        }
+        let costly = WERKZEUG_SCRYPT.replace("scrypt:1024:8:1$", "scrypt:262144:8:1$");
+        let (path, body) = request_body(&pw("correct horse battery"), Some(&costly));
+        assert_eq!(answer(path, &body), Err(Refusal::Unprocessable), "n = 2^18 is past the bound");
+    }
+
     #[test]
     fn the_worker_refuses_what_it_should_not_compute() {
         let (_, body) = request_body(&pw("correct horse battery"), None);
@@ -183,7 +207,7 @@ mod tests {
         let (path, body) = request_body(&pw("correct horse battery"), Some(costly));
         assert_eq!(answer(path, &body), Err(Refusal::Unprocessable), "4 GiB is past the bound");
         let (path, body) = request_body(&pw("correct horse battery"), Some("pbkdf2:sha256:1$x$y"));
-        assert_eq!(answer(path, &body), Err(Refusal::Unprocessable));
+        assert_eq!(answer(path, &body), Err(Refusal::Unprocessable), "a Werkzeug hash whose key is not hex");
     }
 
     #[test]

@@ -217,6 +217,14 @@ impl<D: Db, R: Redis, H: Hasher> Auth<'_, D, R, H> {
         if !user.is_active {
             return Err(AuthError::EmailNotVerified);
         }
+        if !password::is_current(&user.password_hash) {
+            // While the plaintext is at hand, an imported Werkzeug hash or
+            // one at other Argon2 parameters becomes the product's own. Lost
+            // to a reset in between (`false`) is fine: that password stands.
+            // A database error fails the sign-in, as every statement here does.
+            let new_hash = self.hasher.hash(password).await;
+            store::upgrade_password(self.db, user.id, &user.password_hash, &new_hash).await?;
+        }
         limits::clear_login_failures(self.redis, email.as_str()).await?;
         self.issue(user.id, Uuid::new_v4(), now_ms / 1000).await
     }

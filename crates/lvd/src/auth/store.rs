@@ -79,6 +79,14 @@ pub async fn set_password(db: &impl Db, id: Uuid, password_hash: &str) -> Result
         .map(drop)
 }
 
+/// Replaces the password hash `old` with `new` (a sign-in rehashing an
+/// imported or outdated hash), unless it changed since it was read: a reset
+/// in between keeps its password. Returns whether it was replaced.
+pub async fn upgrade_password(db: &impl Db, id: Uuid, old: &str, new: &str) -> Result<bool, DbError> {
+    let n = db.execute("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2", &[id.into(), old.into(), new.into()]).await?;
+    Ok(n == 1)
+}
+
 /// Stores a pending sign-up: its code and the password registered with it.
 /// Earlier sign-ups' codes stay live, each opening its own password.
 pub async fn insert_signup_code(db: &impl Db, email: &Email, code_hash: Vec<u8>, password_hash: &str) -> Result<(), DbError> {
