@@ -57,6 +57,19 @@ pub fn new_ingest_key() -> (String, Vec<u8>) {
     (key, hash)
 }
 
+/// Whether `key` has the shape of a key the old Flask application issued
+/// (16–64 visible ASCII characters, no prefix), kept by `lvd-worker
+/// import-sqlite` so its senders keep working: ingest looks such keys up as
+/// it does ours.
+pub fn is_legacy_key(key: &str) -> bool {
+    (16..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) && !key.starts_with(KEY_PREFIX)
+}
+
+/// Whether ingest should look `key` up at all: one of ours, or a legacy one.
+pub fn may_open(key: &str) -> bool {
+    key.starts_with(KEY_PREFIX) || is_legacy_key(key)
+}
+
 pub fn ingest_key_hash(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
@@ -89,5 +102,16 @@ mod tests {
         let raw = URL_SAFE_NO_PAD.decode(key.strip_prefix(KEY_PREFIX).unwrap()).unwrap();
         assert_eq!(raw.len(), 32);
         assert_eq!(hash, ingest_key_hash(&key));
+        assert!(may_open(&key) && !is_legacy_key(&key));
+    }
+
+    #[test]
+    fn legacy_keys_are_visible_ascii_of_16_to_64_characters() {
+        assert!(is_legacy_key("3f9c2a7e41b84d6f9a0c5e7b2d1f8a6c"));
+        assert!(is_legacy_key(&"k".repeat(64)) && !is_legacy_key(&"k".repeat(65)));
+        assert!(!is_legacy_key("short-key-15chr"));
+        assert!(!is_legacy_key("has a space in it somewhere"));
+        assert!(!is_legacy_key("ünïcödé-ünïcödé-ünï"));
+        assert!(!may_open("") && !may_open("x"));
     }
 }

@@ -25,7 +25,7 @@ pub enum PlanError {
 }
 
 /// Where an ingest key stands in the shared cache: the app it opens, a key
-/// that cannot open anything (not our key format), or not known to the
+/// that cannot open anything (neither our key format nor a legacy key's), or not known to the
 /// cache, so only PostgreSQL can say ([`stored_app_for_key`]).
 pub enum CachedKey {
     App(IngestApp),
@@ -37,7 +37,7 @@ pub enum CachedKey {
 /// asks this first: a cache miss costs a PostgreSQL query, which is what
 /// unknown keys are limited per client IP for.
 pub async fn cached_app_for_key(kv: &impl KeyValue, key: &str) -> CachedKey {
-    if !key.starts_with(apps::KEY_PREFIX) {
+    if !apps::may_open(key) {
         return CachedKey::Malformed;
     }
     match cache::get::<IngestApp>(kv, &keys::cache::app(&apps::ingest_key_hash(key))).await {
