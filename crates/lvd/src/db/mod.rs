@@ -174,6 +174,19 @@ pub trait CopyIn: Db {
     async fn copy_in(&self, sql: &str, chunks: &[&str]) -> Result<u64, DbError>;
 }
 
+/// Runs `work` (statements on `db`) in one transaction: committed when it
+/// succeeds, rolled back when it fails, so it leaves all or nothing.
+pub async fn transaction<T>(db: &impl CopyIn, work: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
+    db.batch("BEGIN").await?;
+    match work.await {
+        Ok(done) => db.batch("COMMIT").await.map(|()| done),
+        Err(e) => {
+            let _ = db.batch("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
 impl Row {
     fn at(&self, i: usize) -> Result<&Value, DbError> {
         self.0.get(i).ok_or_else(|| DbError::Decode(format!("no column {i}")))

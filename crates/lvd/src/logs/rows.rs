@@ -96,22 +96,11 @@ pub async fn copy(db: &impl CopyIn, lines: &[&str]) -> Result<u64, DbError> {
 /// whose id is not stored yet and whose app still exists. Returns the rows
 /// inserted. Needs a connection [`prepare`]d.
 pub async fn merge(db: &impl CopyIn, lines: &[&str]) -> Result<u64, DbError> {
-    db.batch("BEGIN").await?;
-    let merged = async {
+    crate::db::transaction(db, async {
         db.copy_in(&format!("COPY log_staging ({COLUMNS}) FROM STDIN"), lines).await?;
         db.execute("EXECUTE lvd_merge", &[]).await
-    }
-    .await;
-    match merged {
-        Ok(n) => {
-            db.batch("COMMIT").await?;
-            Ok(n)
-        }
-        Err(e) => {
-            let _ = db.batch("ROLLBACK").await;
-            Err(e)
-        }
-    }
+    })
+    .await
 }
 
 /// Days of `log_entries` partitions kept ready ahead of today.
