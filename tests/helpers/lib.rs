@@ -27,7 +27,7 @@ pub use postgres_server::TestPostgres;
 pub use receiver::{Received, TestReceiver};
 pub use redis_server::TestRedis;
 pub use smtp::{Mail, TestSmtp};
-pub use worker::TestWorker;
+pub use worker::{TestWorker, worker_bin};
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {

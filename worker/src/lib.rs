@@ -5,12 +5,14 @@
 //! worked by `runner`; and it keeps `log_entries`' daily partitions ahead of
 //! time. It evaluates alerts and sends their notifications (`alerts`, with
 //! webhooks through the guarded `webhook` sender). Beside the queues it
-//! hashes passwords for the auth component at native speed (`hasher`). Its
+//! hashes passwords for the auth component at native speed (`hasher`), and
+//! brings the old application's SQLite database over (`import`). Its
 //! SQL and Redis keys come from `lvd`.
 
 pub mod alerts;
 pub mod delivery;
 pub mod hasher;
+pub mod import;
 pub mod ingest;
 pub mod jobs;
 pub mod kv;

@@ -31,6 +31,27 @@ enum Command {
     },
     /// Work the queues until SIGTERM.
     Run(RunArgs),
+    /// Bring the old Flask application's SQLite database (users, apps,
+    /// rules, events) into PostgreSQL; safe to run again. Prints a report.
+    ImportSqlite(ImportArgs),
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The old application's SQLite file (opened read-only).
+    file: std::path::PathBuf,
+    /// Read and check everything, print the report, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long, env = "LVD_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/lvd?sslmode=disable")]
+    database_url: String,
+    /// Events written per transaction.
+    #[arg(long, default_value_t = 5000)]
+    batch: usize,
+    /// A test hook: `abort_after_batches=N` aborts the process after N
+    /// batches of events are committed.
+    #[arg(long, env = "LVD_IMPORT_FAILPOINT", default_value = "", hide = true)]
+    failpoint: String,
 }
 
 #[derive(Args)]
@@ -130,6 +151,20 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        Command::ImportSqlite(args) => {
+            let opts = lvd_worker::import::Options {
+                abort_after_batches: args.failpoint.strip_prefix("abort_after_batches=").and_then(|n| n.parse().ok()),
+                file: args.file,
+                database_url: args.database_url,
+                dry_run: args.dry_run,
+                batch: args.batch,
+            };
+            let started = std::time::Instant::now();
+            let report = lvd_worker::import::run(&opts).await?;
+            print!("{report}");
+            println!("Took {:.1} s.", started.elapsed().as_secs_f64());
+            Ok(())
+        }
     }
 }
 

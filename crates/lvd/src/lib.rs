@@ -20,6 +20,8 @@ pub mod input;
 pub mod jobs;
 pub mod keys;
 pub mod kv;
+#[cfg(feature = "native")]
+pub mod legacy;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
