@@ -48,6 +48,9 @@ pub async fn run(opts: &Options) -> Result<Report> {
         crate::migrate::run(&opts.database_url).await?;
     }
     let db = PgDb::connect(&opts.database_url).await.context("failed to connect to PostgreSQL")?;
+    if !store::schema_ready(&db).await? {
+        bail!("the database has no import tables yet: run `lvd-worker migrate` first (a dry run writes nothing, the schema neither)");
+    }
     let now = Utc::now();
     let mut report = Report { dry_run: opts.dry_run, codes_ignored: legacy.codes, ..Report::default() };
     let users = import_users(&db, &legacy, opts.dry_run, &mut report).await?;
@@ -500,7 +503,11 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("events {bar:40} {human_pos}/{human_len} {per_sec} ETA {eta}").expect("a valid template"),
+                indicatif::ProgressStyle::with_template("events {bar:40} {human_pos}/{human_len} {rate} ETA {eta}")
+                    .expect("a valid template")
+                    .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0} rows/s", s.per_sec());
+                    }),
             );
             bar
         });

@@ -14,6 +14,12 @@ use crate::db::{CopyIn, Db, DbError, Param};
 use crate::logs::rfc3339;
 use crate::logs::rows::COLUMNS;
 
+/// Whether the database has the import's tables (migration V10).
+pub async fn schema_ready(db: &impl Db) -> Result<bool, DbError> {
+    let rows = db.query("SELECT to_regclass('legacy_event_marks') IS NOT NULL", &[]).await?;
+    rows.first().map_or(Ok(false), |r| r.bool(0))
+}
+
 /// Which of our rows legacy rows of `kind` (`user`, `app`, `rule`) became:
 /// legacy id → (our id, version for a rule).
 pub async fn mapped(db: &impl Db, kind: &str) -> Result<HashMap<i64, (Uuid, Option<i64>)>, DbError> {
