@@ -84,7 +84,7 @@ pub fn status(is_valid: Option<bool>) -> Status {
 pub const LEGACY_KEYWORD: &str = "legacy";
 
 /// The legacy `errors` column (a JSON array of strings) as violations, each
-/// message bounded as ours are; text that is not such an array is kept as
+/// message bounded (and marked cut) as ours are; text that is not such an array is kept as
 /// one message.
 pub fn errors(raw: Option<&str>) -> Vec<Violation> {
     let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty() && *r != "null") else {
@@ -101,7 +101,7 @@ pub fn errors(raw: Option<&str>) -> Vec<Violation> {
         .map(|m| Violation {
             pointer: String::new(),
             keyword: LEGACY_KEYWORD.to_owned(),
-            message: m.replace('\0', "").chars().take(rules::MAX_MESSAGE_CHARS).collect(),
+            message: rules::bounded(m.replace('\0', ""), rules::MAX_MESSAGE_CHARS),
         })
         .collect()
 }
@@ -350,7 +350,8 @@ mod tests {
         let many = serde_json::to_string(&vec!["x".repeat(1000); 50]).unwrap();
         let v = errors(Some(&many));
         assert_eq!(v.len(), rules::MAX_ERRORS);
-        assert_eq!(v[0].message.chars().count(), rules::MAX_MESSAGE_CHARS);
+        assert_eq!(v[0].message.chars().count(), rules::MAX_MESSAGE_CHARS + 1);
+        assert!(v[0].message.ends_with('…'), "cut as ours are");
     }
 
     #[test]

@@ -118,7 +118,7 @@ fn violations(e: &jsonschema::ValidationError<'_>) -> Vec<Violation> {
 
 /// `shown` as text, cut after `max` characters with `…`. Writing stops at
 /// the bound, so a megabyte value costs no more than a short one.
-fn bounded(shown: impl std::fmt::Display, max: usize) -> String {
+pub(crate) fn bounded(shown: impl std::fmt::Display, max: usize) -> String {
     use std::fmt::Write;
     struct Bounded {
         out: String,
