@@ -11,7 +11,7 @@
 //! writer: the marks must advance in legacy order). `--dry-run` reads and
 //! checks everything against the database as it is and writes nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let users = import_users(&db, &legacy, opts.dry_run, &mut report).await?;
     let apps = import_apps(&db, &legacy, &users, opts.dry_run, now, &mut report).await?;
     let rules = import_rules(&db, &legacy, &apps, opts.dry_run, &mut report).await?;
-    import_events(&db, opts, apps, rules, now, &mut report).await?;
+    import_events(&db, opts, &legacy.with_events, apps, rules, now, &mut report).await?;
     Ok(report)
 }
 
@@ -66,8 +66,10 @@ struct Legacy {
     users: Vec<LegacyUser>,
     apps: Vec<LegacyApp>,
     rules: Vec<(i64, LegacyRule)>,
-    /// The oldest event of each app.
+    /// The oldest event of each app (whose time reads).
     oldest: HashMap<i64, DateTime<Utc>>,
+    /// The apps that have events.
+    with_events: HashSet<i64>,
     codes: u64,
 }
 
@@ -167,14 +169,15 @@ fn read_small(file: &Path) -> Result<Legacy> {
             Ok((r.get::<_, i64>(1)?, rule))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let oldest = conn
+    let firsts: Vec<(i64, Option<DateTime<Utc>>)> = conn
         .prepare("SELECT app_id, min(created_at) FROM log_entries GROUP BY app_id")?
         .query_map([], |r| Ok((r.get::<_, i64>(0)?, time(r, 1)?)))?
-        .filter_map(|r| r.map(|(app, t)| t.map(|t| (app, t))).transpose())
         .collect::<rusqlite::Result<_>>()?;
+    let with_events = firsts.iter().map(|(app, _)| *app).collect();
+    let oldest = firsts.into_iter().filter_map(|(app, t)| t.map(|t| (app, t))).collect();
     let has_codes: bool = conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'otps'", [], |r| r.get(0))?;
     let codes = if has_codes { conn.query_row("SELECT count(*) FROM otps", [], |r| r.get::<_, i64>(0))? as u64 } else { 0 };
-    Ok(Legacy { users, apps, rules, oldest, codes })
+    Ok(Legacy { users, apps, rules, oldest, with_events, codes })
 }
 
 /// Stands for an id this run would have written (dry).
@@ -346,18 +349,21 @@ struct Batch {
     read: u64,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn import_events(
     db: &PgDb,
     opts: &Options,
+    with_events: &HashSet<i64>,
     apps: HashMap<i64, Uuid>,
     rules: HashMap<i64, Rules>,
     now: DateTime<Utc>,
     report: &mut Report,
 ) -> Result<()> {
     let marks = store::event_marks(db).await?;
-    // Where reading starts: the lowest mark of an imported app (0 when one
-    // has none yet); rows at or below their app's own mark are skipped.
-    let from = apps.keys().map(|a| marks.get(a).copied().unwrap_or(0)).min().unwrap_or(0);
+    // Where reading starts: the lowest mark of an imported app with events
+    // (0 when one has none yet); rows at or below their app's own mark are
+    // skipped. A run after the cut-over reads only what arrived since.
+    let from = apps.keys().filter(|a| with_events.contains(a)).map(|a| marks.get(a).copied().unwrap_or(0)).min().unwrap_or(0);
     report.events_after = from;
     let file = opts.file.clone();
     let (total, span) = tokio::task::spawn_blocking(move || -> Result<_> {
