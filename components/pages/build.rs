@@ -8,7 +8,10 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 fn main() {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
+    // Read at run time, not `env!`: a build script compiled in one checkout
+    // and reused from a moved target directory must still read this one.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let web = Path::new(&manifest_dir).join("../../web");
     let assets: [(&str, PathBuf, &str); 4] = [
         ("app.js", web.join("src/app.js"), "text/javascript; charset=utf-8"),
         ("app.css", web.join("src/app.css"), "text/css; charset=utf-8"),
