@@ -133,8 +133,13 @@ try {
   const jobForm = page.locator("#job-form");
   const finish = async (what) => {
     await jobForm.getByLabel("What").selectOption(what);
+    const rows = page.locator("#job-list tbody tr");
+    const before = await rows.count();
     await jobForm.getByRole("button", { name: "Create" }).click();
-    const row = page.locator("#job-list tbody tr").first();
+    // Wait for the new job's row (newest first): until the list reloads,
+    // the first row is the previous job, already done.
+    await rows.nth(before).waitFor({ timeout: 10000 });
+    const row = rows.first();
     await row.locator(".job-status.done").waitFor({ timeout: 30000 });
     const [download] = await Promise.all([page.waitForEvent("download"), row.getByRole("button", { name: "Download" }).click()]);
     const path = `${shots}/${download.suggestedFilename()}`;
